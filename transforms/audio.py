@@ -44,7 +44,8 @@ def count_failure(error: FileError) -> FileError:
 
 def failure(source: str, stage: str, exc: BaseException) -> beam.pvalue.TaggedOutput:
     """The tagged output that records ``exc`` as a failure of ``source`` at ``stage``."""
-    message = str(exc) or repr(exc)
+    # libsndfile's own words ("Format not recognised."), not the file object's repr.
+    message = getattr(exc, 'error_string', None) or str(exc) or repr(exc)
     return beam.pvalue.TaggedOutput(
         ERRORS, count_failure(FileError(source, stage, type(exc).__name__, message)))
 
@@ -140,11 +141,41 @@ class PlanShards(beam.DoFn):
             yield Shard(path, sample_rate, channels, frames, first, min(step, num_windows - first))
 
 
-def read_mono(audio: sf.SoundFile, start: int, stop: int) -> np.ndarray:
-    """Frames [start, stop) mixed down to mono float32 (fewer if the data ends early)."""
+def read_mono(audio: sf.SoundFile, start: int, stop: int
+              ) -> tuple[np.ndarray, Exception | None]:
+    """Frames [start, stop) mixed down to mono float32, read in one-second blocks.
+
+    Reading stops early, keeping what came before, where the data ends or the decoder fails
+    (a truncated or corrupt file); the failure, if any, is returned rather than raised.
+    """
     audio.seek(start)
-    frames = audio.read(stop - start, dtype='float32', always_2d=True)
-    return frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]
+    blocks, position, failure_ = [], start, None
+    while position < stop:
+        try:
+            frames = audio.read(min(audio.samplerate, stop - position), dtype='float32',
+                                always_2d=True)
+        except Exception as exc:  # pylint: disable=broad-except
+            failure_ = exc
+            break
+        if not len(frames):
+            break
+        blocks.append(frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1
+                      else frames[:, 0])
+        position += len(frames)
+    mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    return mono, failure_
+
+
+def _early_end(end_s: float, declared_s: float, lost_starts: list[float],
+               cause: Exception | None) -> str:
+    """Says where a recording's data stopped, why if known, and which windows it lost."""
+    message = f'data ends at {end_s:.2f} s'
+    if cause is not None:
+        message += f' ({type(cause).__name__}: {getattr(cause, "error_string", None) or cause})'
+    message += f'; the header declares {declared_s:.2f} s'
+    if lost_starts:
+        message += f': {len(lost_starts)} window(s) from {lost_starts[0]:g} s lost'
+    return message
 
 
 class DecodeWindows(beam.DoFn):
@@ -182,10 +213,14 @@ class DecodeWindows(beam.DoFn):
         read_from = max(0, starts[0] - context)
         read_to = min(shard.total_frames, starts[-1] + round(w.window_s * native) + context)
         with open_audio(shard.source) as audio:
-            mono = read_mono(audio, read_from, read_to)
+            mono, stopped_by = read_mono(audio, read_from, read_to)
         data_end = read_from + len(mono)  # < read_to when the file is shorter than declared
 
         problems: list[Exception] = []
+        lost = [w.start_s(i) for i, start in zip(indices, starts) if start >= data_end]
+        if stopped_by is not None or lost:
+            problems.append(EOFError(_early_end(
+                data_end / native, shard.total_frames / native, lost, stopped_by)))
         finite = np.isfinite(mono)
         if not finite.all():
             problems.append(ValueError(
@@ -198,11 +233,6 @@ class DecodeWindows(beam.DoFn):
         windows = []
         for index, start in zip(indices, starts):
             if start >= data_end:
-                lost = shard.first_window + shard.num_windows - index
-                problems.append(EOFError(
-                    f'data ends at {data_end / native:.2f} s but the header declares '
-                    f'{shard.total_frames / native:.2f} s: {lost} window(s) from '
-                    f'{w.start_s(index):g} s lost'))
                 break
             offset = round((start - read_from) * rate / native)
             samples = mono[offset:offset + self._window_samples]

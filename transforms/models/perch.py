@@ -60,9 +60,10 @@ class PerchModel:
 
     def __init__(self, handle: str):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        import tensorflow_hub as hub  # pylint: disable=import-outside-toplevel
         self._tf = tf
-        self._model = hub.load(handle)
+        # What hub.load does, minus importing tensorflow_hub for a local folder: 0.16.1 needs
+        # pkg_resources, which setuptools >= 82 no longer ships.
+        self._model = tf.saved_model.load(resolve(handle))
         if hasattr(self._model, 'infer_tf'):
             self._call = self._model.infer_tf
         elif 'serving_default' in getattr(self._model, 'signatures', {}):
