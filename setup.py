@@ -27,7 +27,8 @@ setuptools.setup(
     ],
     extras_require={
         # Not Beam's [tensorflow-hub] extra: it pins tensorflow-hub 0.15, broken on TF 2.21.
-        'perch': ['tensorflow-cpu==2.21.0', 'tensorflow-hub==0.16.1'],
+        # tensorflow-hub 0.16.1 imports pkg_resources, which setuptools 81+ no longer has.
+        'perch': ['tensorflow-cpu==2.21.0', 'tensorflow-hub==0.16.1', 'setuptools<81'],
         'test': ['pytest>=8'],
     },
     entry_points={'console_scripts': ['soundscape-beam=pipeline.run:main']},
