@@ -103,7 +103,7 @@ class ClassMapping:
 
         ``sigmoid`` is BirdNET's "flat sigmoid": 1 / (1 + exp(-sensitivity * clip(x, -15, 15)));
         with the default sensitivity 1.0 it is the logistic function, clipped so that no
-        score rounds to exactly 0 or 1. ``softmax`` normalises over all K labels first (as the
+        float32 score is exactly 0 or 1. ``softmax`` normalises over all K labels first (as the
         seed notebook did), so scores depend on the model's whole label set.
         """
         logits = np.asarray(logits, dtype=np.float32)
