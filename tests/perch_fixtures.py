@@ -20,11 +20,15 @@ LABEL_HEADER = 'ebird2021'
 # Four BirdCLEF 2023 targets (comsan, yetgre1, abethr1, barswa) among codes that are not
 # targets, in neither alphabetical nor target order, so a wrong gather shows.
 LABELS = ('houspa', 'comsan', 'amerob', 'yetgre1', 'abethr1', 'norcar', 'barswa', 'eurbla')
-# logits[:, k] = POWER[k] * 100 * mean(x^2) + OFFSET[k] * 10 * mean(x) + BIAS[k]
+# logits[:, k] = POWER[k] * 100 * mean(x^2) + OFFSET[k] * 10 * mean(x)
+#                + TILT[k] * 100 * mean(x * ramp) + BIAS[k],  ramp = linspace(-1, 1, WINDOW):
+# the tilt makes the outputs depend on where in the window the sound is, not only on its
+# distribution, so windows sliced or padded at the wrong place show.
 POWER = np.array([1.5, -2.0, 0.5, 3.0, -1.0, 2.5, -3.0, 0.8], np.float32)
 OFFSET = np.array([2.0, 1.0, -1.5, 0.5, 3.0, -2.0, 1.2, -0.7], np.float32)
+TILT = np.array([0.5, 2.0, -1.0, -2.5, 1.5, 0.0, 3.0, -0.4], np.float32)
 BIAS = np.array([-1.0, 0.5, 0.0, -2.0, 1.0, 0.3, -0.5, 2.0], np.float32)
-EMBEDDING_DIM = 4  # [mean(x), mean(x^2), max(x), min(x)]
+EMBEDDING_DIM = 5  # [mean(x), mean(x^2), mean(x * ramp), max(x), min(x)]
 FRONTEND_STEP = 320  # the dict variants' extra 'frontend' output: every 320th sample
 
 _AUDIO = tf.TensorSpec([None, WINDOW], tf.float32)
@@ -40,16 +44,19 @@ def expected_outputs(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     peak = np.abs(x).max(axis=1, keepdims=True)
     x = x * (TARGET_PEAK / np.where(peak > 0, peak, np.inf))
     power, mean = (x ** 2).mean(axis=1), x.mean(axis=1)
-    logits = (np.outer(power, POWER * 100.0) + np.outer(mean, OFFSET * 10.0) + BIAS)
-    embeddings = np.stack([mean, power, x.max(axis=1), x.min(axis=1)], axis=1)
+    tilt = (x * np.linspace(-1.0, 1.0, WINDOW)).mean(axis=1)
+    logits = (np.outer(power, POWER * 100.0) + np.outer(mean, OFFSET * 10.0)
+              + np.outer(tilt, TILT * 100.0) + BIAS)
+    embeddings = np.stack([mean, power, tilt, x.max(axis=1), x.min(axis=1)], axis=1)
     return logits, embeddings
 
 
 def _logits_and_embeddings(audio: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     power = tf.reduce_mean(tf.square(audio), axis=1, keepdims=True)
     mean = tf.reduce_mean(audio, axis=1, keepdims=True)
-    logits = power * (POWER * 100.0) + mean * (OFFSET * 10.0) + BIAS
-    embeddings = tf.concat([mean, power, tf.reduce_max(audio, axis=1, keepdims=True),
+    tilt = tf.reduce_mean(audio * tf.linspace(-1.0, 1.0, WINDOW), axis=1, keepdims=True)
+    logits = power * (POWER * 100.0) + mean * (OFFSET * 10.0) + tilt * (TILT * 100.0) + BIAS
+    embeddings = tf.concat([mean, power, tilt, tf.reduce_max(audio, axis=1, keepdims=True),
                             tf.reduce_min(audio, axis=1, keepdims=True)], axis=1)
     return logits, embeddings
 

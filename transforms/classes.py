@@ -19,6 +19,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.head import LinearHead, combine
 from transforms.records import InferredWindow, ScoredWindow
 
 DATA = importlib.resources.files('transforms') / 'data'
@@ -113,17 +114,30 @@ class ClassMapping:
         return 1.0 / (1.0 + np.exp(-self.sensitivity * np.clip(logits, -15.0, 15.0)))
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
-        """Target-class scores for one window's logits ([K] -> float32 [C])."""
-        gathered = self.activate(logits)[np.maximum(self.index, 0)]
+        """Target-class scores from logits ([..., K] -> float32 [..., C])."""
+        gathered = self.activate(logits)[..., np.maximum(self.index, 0)]
         return np.where(self.index >= 0, gathered, self.missing_score).astype(np.float32)
 
 
 class ToTargetClasses(beam.DoFn):
-    """Turns a window's raw logits into its scores over the target classes."""
+    """Turns a window's raw logits into its scores over the target classes.
 
-    def __init__(self, mapping: ClassMapping):
+    With a trained ``head``, the head's scores from the window's embedding are combined
+    with the model's under ``head_policy`` (see ``transforms.head.combine``).
+    """
+
+    def __init__(self, mapping: ClassMapping, head: LinearHead | None = None,
+                 head_policy: str = 'missing'):
+        if head is not None and tuple(head.classes) != mapping.classes:
+            raise ValueError('the head and the mapping have different classes')
         self._mapping = mapping
+        self._head = head
+        self._head_policy = head_policy
 
     def process(self, window: InferredWindow) -> Iterator[ScoredWindow]:
+        scores = self._mapping.scores(window.logits)
+        if self._head is not None:
+            scores = combine(scores, self._head.scores(window.embedding),
+                             self._mapping.index >= 0, self._head_policy)
         yield ScoredWindow(window.row_id, window.source, window.start_s, window.end_s,
-                           self._mapping.scores(window.logits), window.embedding)
+                           scores, window.embedding)

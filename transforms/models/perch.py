@@ -43,6 +43,13 @@ def resolve(handle: str) -> str:
     return hub.resolve(handle)
 
 
+def check_saved_model(model_dir: str) -> None:
+    """Fails fast, naming the folder, when it holds no SavedModel (before any job starts)."""
+    if not any(os.path.exists(os.path.join(model_dir, name))
+               for name in ('saved_model.pb', 'saved_model.pbtxt')):
+        raise FileNotFoundError(f'{model_dir}: no saved_model.pb: not a TensorFlow SavedModel')
+
+
 def read_labels(model_dir: str) -> list[str]:
     """The model's class list from its ``assets/`` folder."""
     for name in LABEL_FILES:
@@ -60,10 +67,9 @@ class PerchModel:
 
     def __init__(self, handle: str):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        import tensorflow_hub as hub  # pylint: disable=import-outside-toplevel
         self._tf = tf
-        # What hub.load does, minus importing tensorflow_hub for a local folder: 0.16.1 needs
-        # pkg_resources, which setuptools >= 82 no longer ships.
-        self._model = tf.saved_model.load(resolve(handle))
+        self._model = hub.load(handle)
         if hasattr(self._model, 'infer_tf'):
             self._call = self._model.infer_tf
         elif 'serving_default' in getattr(self._model, 'signatures', {}):
@@ -100,7 +106,9 @@ def spec(handle: str, probe_embedding: bool = False) -> PerchSpec:
     and run on one silent window to learn its embedding size, which the embeddings' Parquet
     schema needs before the job starts.
     """
-    labels = tuple(read_labels(resolve(handle)))
+    model_dir = resolve(handle)
+    check_saved_model(model_dir)
+    labels = tuple(read_labels(model_dir))
     embedding_dim = 0
     if probe_embedding:
         silence = np.zeros((1, round(WINDOW_S * SAMPLE_RATE)), dtype=np.float32)
