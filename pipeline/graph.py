@@ -12,9 +12,11 @@ from apache_beam.ml.inference.base import RunInference
 from transforms import sinks
 from transforms.audio import ReadWindows, Windowing
 from transforms.classes import ClassMapping, ToTargetClasses, load_classes
+from transforms.head import LinearHead
 from transforms.models import birdnet, perch
 from transforms.models.base import ModelSpec
 from transforms.models.handler import AudioModelHandler
+from transforms.training import read_train_metadata
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,13 +30,23 @@ class RunConfig:
     batch_size: int = 32
     write_embeddings: bool = False
     expected_row_ids: tuple[str, ...] | None = None  # from --sample_submission
+    head: LinearHead | None = None
+    head_policy: str = 'missing'
+    labels_by_source: dict[str, tuple[str, ...]] | None = None  # training audio's labels
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> 'RunConfig':
+        labels_by_source = None
+        inputs = tuple(args.input or ())
+        if args.train_metadata:
+            labels_by_source = read_train_metadata(
+                args.train_metadata, args.train_audio, args.with_secondary_labels)
+            inputs += tuple(labels_by_source)
+        embeddings = bool(args.write_embeddings or args.head or labels_by_source)
         if args.model == 'perch':
-            model = perch.spec(args.model_handle, probe_embedding=args.write_embeddings)
+            model = perch.spec(args.model_handle, probe_embedding=embeddings)
         else:
-            model = birdnet.spec(with_embeddings=args.write_embeddings)
+            model = birdnet.spec(with_embeddings=embeddings)
         if model.window_s is not None and model.window_s != args.window_s:
             raise ValueError(f'{model.name} takes {model.window_s:g} s windows, '
                              f'not --window_s {args.window_s:g}')
@@ -51,11 +63,17 @@ class RunConfig:
         mapping = ClassMapping.build(
             classes or load_classes(), model.labels, activation=args.activation,
             sensitivity=args.sensitivity, missing_score=args.missing_class_score)
+        head = None
+        if args.head:
+            head = LinearHead.load(args.head)
+            head.check_compatible(model.name, mapping.classes)
+        max_windows = args.train_windows if labels_by_source else None
         return cls(
-            inputs=tuple(args.input), output=args.output, model=model, mapping=mapping,
-            windowing=Windowing(args.window_s, args.hop_s, args.shard_s),
-            batch_size=args.batch_size, write_embeddings=args.write_embeddings,
-            expected_row_ids=expected_row_ids)
+            inputs=inputs, output=args.output, model=model, mapping=mapping,
+            windowing=Windowing(args.window_s, args.hop_s, args.shard_s, max_windows),
+            batch_size=args.batch_size, write_embeddings=embeddings,
+            expected_row_ids=expected_row_ids, head=head, head_policy=args.head_policy,
+            labels_by_source=labels_by_source)
 
     def path(self, name: str) -> str:
         return FileSystems.join(self.output, name)
@@ -70,15 +88,19 @@ def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
     scored = (
         windows
         | 'RunInference' >> RunInference(AudioModelHandler(config.model, config.batch_size))
-        | 'ToTargetClasses' >> beam.ParDo(ToTargetClasses(config.mapping)))
+        | 'ToTargetClasses' >> beam.ParDo(
+            ToTargetClasses(config.mapping, config.head, config.head_policy)))
 
     classes = config.mapping.classes
     _ = scored | 'WriteWindows' >> sinks.WriteParquet(
-        config.output, sinks.WINDOWS_PREFIX, sinks.window_schema(classes), config.model.name)
+        config.output, sinks.WINDOWS_PREFIX,
+        sinks.WindowsTable(sinks.window_schema(classes), config.model.name))
     if config.write_embeddings:
+        schema = sinks.embedding_schema(config.model.embedding_dim,
+                                        with_labels=config.labels_by_source is not None)
         _ = scored | 'WriteEmbeddings' >> sinks.WriteParquet(
             config.output, sinks.EMBEDDINGS_PREFIX,
-            sinks.embedding_schema(config.model.embedding_dim))
+            sinks.EmbeddingsTable(schema, config.model.name, config.labels_by_source))
     _ = scored | 'WriteSubmission' >> sinks.WriteSubmissionCsv(
         config.path(sinks.SUBMISSION), classes, config.expected_row_ids,
         config.mapping.missing_score)

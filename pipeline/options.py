@@ -9,6 +9,7 @@ from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions)
 
 from transforms.classes import ACTIVATIONS
+from transforms.head import POLICIES
 
 MODELS = ('birdnet', 'perch')
 DESCRIPTION = """\
@@ -67,6 +68,28 @@ class SoundscapeOptions(PipelineOptions):
                             help='Seconds between window starts (default 5).')
         parser.add_argument('--shard_s', type=float, default=60.0,
                             help='Seconds of audio per unit of decoding work (default 60).')
+        parser.add_argument(
+            '--head', metavar='DIR',
+            help='A linear head from pipeline.train_head, applied to each window\'s '
+                 'embedding; its classes and embedding model must match the run\'s.')
+        parser.add_argument(
+            '--head_policy', choices=POLICIES, default='missing',
+            help='missing: the head scores only the classes the model lacks (default); '
+                 'all: the head replaces the model; blend: the mean of both.')
+        parser.add_argument(
+            '--train_metadata', metavar='FILE',
+            help='Embed labelled training audio in the BirdCLEF layout: this '
+                 'train_metadata.csv (primary_label, secondary_labels, filename); writes '
+                 'embeddings-*.parquet with each recording\'s labels, for train_head.')
+        parser.add_argument(
+            '--train_audio', metavar='DIR',
+            help='Where --train_metadata\'s filenames lie (default: train_audio/ beside it).')
+        parser.add_argument('--train_windows', type=int, default=6,
+                            help='With --train_metadata: windows per recording, from its '
+                                 'start (default 6: the first 30 s).')
+        parser.add_argument('--with_secondary_labels', action='store_true',
+                            help='With --train_metadata: label windows with the secondary '
+                                 'labels too.')
 
 
 def parser() -> argparse.ArgumentParser:
@@ -82,9 +105,10 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptio
     arg_parser = parser()
     args, beam_args = arg_parser.parse_known_args(argv)
     # Not argparse's required=True: Beam re-parses every PipelineOptions subclass.
-    for flag in ('input', 'output'):
-        if not getattr(args, flag):
-            arg_parser.error(f'--{flag} is required')
+    if not args.output:
+        arg_parser.error('--output is required')
+    if not (args.input or args.train_metadata):
+        arg_parser.error('--input (or --train_metadata) is required')
     if args.model == 'perch' and not args.model_handle:
         arg_parser.error('--model perch needs --model_handle')
     if args.batch_size < 1:

@@ -82,6 +82,11 @@ def run_summary(config: graph.RunConfig, runner: str, totals: dict[str, int],
         'activation': config.mapping.activation,
         'sensitivity': config.mapping.sensitivity,
         'missing_class_score': config.mapping.missing_score,
+        'head': None if config.head is None else {
+            'policy': config.head_policy,
+            'trained_classes': [c for c, t in zip(config.head.classes, config.head.trained) if t]},
+        'training_recordings': None if config.labels_by_source is None
+        else len(config.labels_by_source),
         'files': totals.get('files', 0),
         'windows': totals.get('windows', 0),
         'audio_seconds': audio_s,

@@ -56,22 +56,27 @@ class Windowing:
     window_s: float = 5.0
     hop_s: float = 5.0
     shard_s: float = 60.0
+    max_windows: int | None = None  # per recording, from its start (e.g. for training audio)
 
     def __post_init__(self):
         if self.window_s <= 0 or self.hop_s <= 0:
             raise ValueError(f'window_s and hop_s must be positive: {self}')
         if self.shard_s < self.hop_s:
             raise ValueError(f'shard_s must be at least hop_s: {self}')
+        if self.max_windows is not None and self.max_windows < 1:
+            raise ValueError(f'max_windows must be at least 1: {self}')
 
     @property
     def windows_per_shard(self) -> int:
         return max(1, int(self.shard_s // self.hop_s))
 
     def count(self, duration_s: float) -> int:
-        """Windows in a recording of ``duration_s`` seconds (0 for an empty one)."""
+        """Windows in a recording of ``duration_s`` seconds (0 for an empty one), at most
+        ``max_windows``."""
         if duration_s <= 0:
             return 0
-        return max(1, math.ceil((duration_s - self.window_s) / self.hop_s - 1e-9) + 1)
+        count = max(1, math.ceil((duration_s - self.window_s) / self.hop_s - 1e-9) + 1)
+        return min(count, self.max_windows or count)
 
     def start_s(self, index: int) -> float:
         return index * self.hop_s
@@ -135,7 +140,8 @@ class PlanShards(beam.DoFn):
             yield failure(path, 'plan', exc)
             return
         self._files.inc()
-        self._audio_ms.inc(round(1000 * frames / sample_rate))
+        covered_s = min(frames / sample_rate, self._windowing.end_s(num_windows - 1))
+        self._audio_ms.inc(round(1000 * covered_s))
         step = self._windowing.windows_per_shard
         for first in range(0, num_windows, step):
             yield Shard(path, sample_rate, channels, frames, first, min(step, num_windows - first))

@@ -6,6 +6,7 @@ rename it, so a failed run never leaves a half-written ``submission.csv``.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import uuid
 from typing import Iterable, Sequence
@@ -42,52 +43,63 @@ def window_schema(classes: Sequence[str]) -> pa.Schema:
         + [(c, pa.float32()) for c in classes])
 
 
-def embedding_schema(dimension: int) -> pa.Schema:
-    return pa.schema([('row_id', pa.string()),
-                      ('embedding', pa.list_(pa.float32(), dimension))])
+def embedding_schema(dimension: int, with_labels: bool = False) -> pa.Schema:
+    fields = [('row_id', pa.string()), ('source', pa.string()), ('model', pa.string())]
+    if with_labels:
+        fields.append(('labels', pa.list_(pa.string())))
+    return pa.schema(fields + [('embedding', pa.list_(pa.float32(), dimension))])
 
 
-class _ToTable(beam.DoFn):
-    """A batch of scored windows as one Arrow table: columnar, no per-row dicts."""
+@dataclasses.dataclass(frozen=True)
+class WindowsTable:
+    """Scored windows as one Arrow table: metadata, then one column per class."""
+    schema: pa.Schema
+    model: str
 
-    def __init__(self, schema: pa.Schema, model: str | None = None):
-        self._schema = schema
-        self._model = model
+    def __call__(self, batch: list[ScoredWindow]) -> pa.Table:
+        scores = np.stack([w.scores for w in batch])
+        classes = self.schema.names[len(_METADATA_COLUMNS):]
+        columns = {'row_id': [w.row_id for w in batch], 'source': [w.source for w in batch],
+                   'start_s': [w.start_s for w in batch], 'end_s': [w.end_s for w in batch],
+                   'model': [self.model] * len(batch)}
+        columns.update({name: scores[:, i] for i, name in enumerate(classes)})
+        return pa.Table.from_pydict(columns, schema=self.schema)
 
-    def process(self, batch: list[ScoredWindow]) -> Iterable[pa.Table]:
-        columns = {'row_id': [w.row_id for w in batch]}
-        if 'embedding' in self._schema.names:
-            flat = pa.array(np.concatenate([w.embedding for w in batch]), pa.float32())
-            columns['embedding'] = pa.FixedSizeListArray.from_arrays(
-                flat, self._schema.field('embedding').type.list_size)
-        else:
-            scores = np.stack([w.scores for w in batch])
-            columns.update(source=[w.source for w in batch],
-                           start_s=[w.start_s for w in batch],
-                           end_s=[w.end_s for w in batch],
-                           model=[self._model] * len(batch))
-            names = self._schema.names[len(_METADATA_COLUMNS):]
-            columns.update({name: scores[:, i] for i, name in enumerate(names)})
-        yield pa.Table.from_pydict(columns, schema=self._schema)
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingsTable:
+    """Window embeddings as one Arrow table, with each recording's labels when training."""
+    schema: pa.Schema
+    model: str
+    labels_by_source: dict[str, tuple[str, ...]] | None = None
+
+    def __call__(self, batch: list[ScoredWindow]) -> pa.Table:
+        flat = pa.array(np.concatenate([w.embedding for w in batch]), pa.float32())
+        columns = {'row_id': [w.row_id for w in batch], 'source': [w.source for w in batch],
+                   'model': [self.model] * len(batch),
+                   'embedding': pa.FixedSizeListArray.from_arrays(
+                       flat, self.schema.field('embedding').type.list_size)}
+        if self.labels_by_source is not None:
+            columns['labels'] = [list(self.labels_by_source[w.source]) for w in batch]
+        return pa.Table.from_pydict(columns, schema=self.schema)
 
 
 class WriteParquet(beam.PTransform):
-    """Scored windows to ``<output>/<prefix>-SSSSS-of-NNNNN.parquet``."""
+    """Scored windows to ``<output>/<prefix>-SSSSS-of-NNNNN.parquet``, in columnar batches."""
 
-    def __init__(self, output_dir: str, prefix: str, schema: pa.Schema,
-                 model: str | None = None):
+    def __init__(self, output_dir: str, prefix: str,
+                 to_table: WindowsTable | EmbeddingsTable):
         super().__init__()
         self._path = FileSystems.join(output_dir, prefix)
-        self._schema = schema
-        self._model = model
+        self._to_table = to_table
 
     def expand(self, windows: beam.PCollection[ScoredWindow]):
         return (
             windows
             | 'Batch' >> beam.BatchElements(min_batch_size=1, max_batch_size=_PARQUET_BATCH)
-            | 'ToTable' >> beam.ParDo(_ToTable(self._schema, self._model))
+            | 'ToTable' >> beam.Map(self._to_table)
             | 'Write' >> beam.io.WriteToParquetBatched(
-                self._path, self._schema, file_name_suffix='.parquet'))
+                self._path, self._to_table.schema, file_name_suffix='.parquet'))
 
 
 def read_sample_submission(path: str) -> pd.DataFrame:
