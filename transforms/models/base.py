@@ -32,6 +32,7 @@ class ModelSpec(abc.ABC):
     labels: tuple[str, ...]    # eBird codes in output order (the model's own name where none)
     window_s: float | None     # the one window length the model takes, or None for any
     embedding_dim: int         # D of ``infer``'s embeddings (0 when not computed)
+    threads: int | None = None  # compute threads per loaded model; None: the model's default
 
     @abc.abstractmethod
     def load(self) -> AudioModel:

@@ -112,10 +112,11 @@ class BirdNetSpec(ModelSpec):
     with_embeddings: bool = False
 
     def load(self) -> BirdNetModel:
-        return BirdNetModel(os.path.join(model_dir(), MODEL_FILE), self.with_embeddings)
+        return BirdNetModel(os.path.join(model_dir(), MODEL_FILE), self.with_embeddings,
+                            self.threads or 1)
 
 
-def spec(with_embeddings: bool = False) -> BirdNetSpec:
+def spec(with_embeddings: bool = False, threads: int | None = None) -> BirdNetSpec:
     """BirdNET V2.4 with its labels mapped to eBird codes through the eBird taxonomy.
 
     A label the taxonomy lacks keeps BirdNET's own name, so it can never match a target
@@ -125,4 +126,4 @@ def spec(with_embeddings: bool = False) -> BirdNetSpec:
     labels = tuple(taxonomy.get(label, label) for label in read_labels())
     return BirdNetSpec(name=NAME, sample_rate=SAMPLE_RATE, labels=labels, window_s=None,
                        embedding_dim=EMBEDDING_DIM if with_embeddings else 0,
-                       with_embeddings=with_embeddings)
+                       threads=threads, with_embeddings=with_embeddings)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import os
 
 import numpy as np
@@ -26,6 +27,7 @@ SAMPLE_RATE = 32_000
 WINDOW_S = 5.0
 TARGET_PEAK = 0.25
 LABEL_FILES = ('label.csv', 'labels.csv')
+_LOG = logging.getLogger(__name__)
 
 
 def peak_normalise(batch: np.ndarray, target_peak: float = TARGET_PEAK) -> np.ndarray:
@@ -65,9 +67,15 @@ def read_labels(model_dir: str) -> list[str]:
 class PerchModel:
     """A loaded Perch SavedModel; TF functions are safe to call from several threads."""
 
-    def __init__(self, handle: str):
+    def __init__(self, handle: str, threads: int | None = None):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
         import tensorflow_hub as hub  # pylint: disable=import-outside-toplevel
+        if threads:
+            try:  # only possible before TensorFlow's runtime starts in this process
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:
+                _LOG.warning('TensorFlow already started: keeping its thread counts')
         self._tf = tf
         self._model = hub.load(handle)
         if hasattr(self._model, 'infer_tf'):
@@ -96,10 +104,10 @@ class PerchSpec(ModelSpec):
     handle: str = ''
 
     def load(self) -> PerchModel:
-        return PerchModel(self.handle)
+        return PerchModel(self.handle, self.threads)
 
 
-def spec(handle: str, probe_embedding: bool = False) -> PerchSpec:
+def spec(handle: str, probe_embedding: bool = False, threads: int | None = None) -> PerchSpec:
     """Reads the class list of the Perch model at ``handle``.
 
     The weights stay unloaded unless ``probe_embedding``: then the model is loaded once here
@@ -114,4 +122,5 @@ def spec(handle: str, probe_embedding: bool = False) -> PerchSpec:
         silence = np.zeros((1, round(WINDOW_S * SAMPLE_RATE)), dtype=np.float32)
         embedding_dim = PerchModel(handle).infer(silence)[1].shape[1]
     return PerchSpec(name=f'perch:{handle}', sample_rate=SAMPLE_RATE, labels=labels,
-                     window_s=WINDOW_S, embedding_dim=embedding_dim, handle=handle)
+                     window_s=WINDOW_S, embedding_dim=embedding_dim, threads=threads,
+                     handle=handle)

