@@ -13,7 +13,9 @@ defaults), and each is named ``<file stem>_<end second>`` as BirdCLEF does.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
+import os
 import posixpath
 from typing import Iterator
 
@@ -96,6 +98,58 @@ def open_audio(path: str) -> sf.SoundFile:
     return sf.SoundFile(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
 
 
+_TAIL_BYTES = 1 << 16
+
+
+def _wav_shortfall(handle) -> str | None:
+    """A WAV whose ``data`` chunk claims more bytes than the file holds (libsndfile trims)."""
+    head = handle.read(_TAIL_BYTES)
+    position = 12  # after "RIFF", the size and "WAVE"
+    while position + 8 <= len(head):
+        chunk, size = head[position:position + 4], int.from_bytes(head[position + 4:position + 8],
+                                                                  'little')
+        if chunk == b'data':
+            handle.seek(0, 2)
+            held = handle.tell() - position - 8
+            if size != 0xFFFFFFFF and size > held:  # 0xFFFFFFFF: size left open by streamers
+                return f'the WAV header declares {size} data bytes but the file holds {held}'
+            return None
+        position += 8 + size + (size & 1)
+    return None
+
+
+def _ogg_shortfall(handle) -> str | None:
+    """An OGG stream whose last page is not flagged end-of-stream was cut short."""
+    handle.seek(0, 2)
+    handle.seek(max(0, handle.tell() - _TAIL_BYTES))
+    tail = handle.read()
+    page = tail.rfind(b'OggS')
+    if page < 0 or page + 5 >= len(tail) or not tail[page + 5] & 0x04:
+        return 'the OGG stream has no end-of-stream page'
+    return None
+
+
+def truncation(path: str, container: str) -> str | None:
+    """Says how a file was cut short where the decoder would silently score less audio.
+
+    A recorder that dies mid-write leaves a WAV header that promises more data than follows,
+    or an OGG stream without its final page; libsndfile quietly reads what is there. FLAC and
+    MP3 truncation shows up at decoding instead (see ``DecodeWindows``).
+    """
+    check = {'WAV': _wav_shortfall, 'WAVEX': _wav_shortfall, 'OGG': _ogg_shortfall}.get(container)
+    if check is None:
+        return None
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return check(handle)
+
+
+def _local_folders(pattern: str) -> list[str]:
+    """Local folders a glob matches, which Beam's matcher skips without a word."""
+    if '://' in pattern or not glob.has_magic(pattern):
+        return []
+    return sorted(path for path in glob.glob(pattern) if os.path.isdir(path))
+
+
 class MatchRecordings(beam.DoFn):
     """Expands one file pattern into the recordings it matches.
 
@@ -111,6 +165,9 @@ class MatchRecordings(beam.DoFn):
         except Exception as exc:  # pylint: disable=broad-except
             yield failure(pattern, 'match', exc)
             return
+        for folder in _local_folders(pattern):
+            yield failure(folder, 'match', IsADirectoryError(
+                'a folder, not a recording: its name matched the pattern'))
         for metadata in matched:
             extension = posixpath.splitext(metadata.path)[1].lower()
             if extension in AUDIO_EXTENSIONS:
@@ -133,12 +190,18 @@ class PlanShards(beam.DoFn):
         try:
             with open_audio(path) as audio:
                 sample_rate, channels, frames = audio.samplerate, audio.channels, audio.frames
+                container = audio.format
             num_windows = self._windowing.count(frames / sample_rate)
             if num_windows == 0:
                 raise ValueError('the recording holds no audio frames')
+            shortfall = truncation(path, container)
         except Exception as exc:  # pylint: disable=broad-except
             yield failure(path, 'plan', exc)
             return
+        if shortfall:
+            yield failure(path, 'plan', EOFError(
+                f'{shortfall}: the file was cut short; its readable '
+                f'{frames / sample_rate:.2f} s are scored'))
         self._files.inc()
         covered_s = min(frames / sample_rate, self._windowing.end_s(num_windows - 1))
         self._audio_ms.inc(round(1000 * covered_s))
@@ -152,24 +215,26 @@ def read_mono(audio: sf.SoundFile, start: int, stop: int
     """Frames [start, stop) mixed down to mono float32, read in one-second blocks.
 
     Reading stops early, keeping what came before, where the data ends or the decoder fails
-    (a truncated or corrupt file); the failure, if any, is returned rather than raised.
+    (a truncated or corrupt file: even the seek may fail); the failure, if any, is returned
+    rather than raised.
     """
-    audio.seek(start)
-    blocks, position, failure_ = [], start, None
-    while position < stop:
-        try:
-            frames = audio.read(min(audio.samplerate, stop - position), dtype='float32',
+    blocks: list[np.ndarray] = []
+    try:
+        audio.seek(start)
+        while (remaining := stop - start - sum(map(len, blocks))) > 0:
+            frames = audio.read(min(audio.samplerate, remaining), dtype='float32',
                                 always_2d=True)
-        except Exception as exc:  # pylint: disable=broad-except
-            failure_ = exc
-            break
-        if not len(frames):
-            break
-        blocks.append(frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1
-                      else frames[:, 0])
-        position += len(frames)
-    mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
-    return mono, failure_
+            if not len(frames):
+                break
+            blocks.append(frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1
+                          else frames[:, 0])
+    except Exception as exc:  # pylint: disable=broad-except
+        return _concatenate(blocks), exc
+    return _concatenate(blocks), None
+
+
+def _concatenate(blocks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
 
 def _early_end(end_s: float, declared_s: float, lost_starts: list[float],
