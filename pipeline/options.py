@@ -9,12 +9,16 @@ from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions)
 
 from transforms.classes import ACTIVATIONS
+from transforms.detections import DetectionRule
 from transforms.head import POLICIES
+from transforms.recorder_time import RecorderClock
 
 MODELS = ('birdnet', 'perch')
+_DIRECT_RUNNERS = ('DirectRunner', 'FnApiRunner')
 DESCRIPTION = """\
 Scores every window of every soundscape recording for every target species, and writes
-windows-*.parquet, submission.csv (BirdCLEF layout), errors.csv and run.json to --output.
+windows-*.parquet, submission.csv (BirdCLEF layout), detections.parquet/.csv, errors.csv and
+run.json to --output; `python -m pipeline.report DIR` then makes DIR/report.html.
 """
 EPILOG = """\
 Every other flag goes to Apache Beam, e.g. --runner (DirectRunner, FlinkRunner,
@@ -90,6 +94,44 @@ class SoundscapeOptions(PipelineOptions):
         parser.add_argument('--with_secondary_labels', action='store_true',
                             help='With --train_metadata: label windows with the secondary '
                                  'labels too.')
+        parser.add_argument(
+            '--min_score', type=float, default=0.5,
+            help='detections.parquet/.csv: every (window, species) scoring at least this '
+                 '(default 0.5), plus those within --top_k.')
+        parser.add_argument(
+            '--top_k', type=int, default=0,
+            help="Also list each window's K best species whatever their score (default 0: "
+                 'none). --min_score 1 --top_k K lists just the K best.')
+        parser.add_argument('--raven', action='store_true',
+                            help='Also write raven/<stem>.selections.txt, a Raven Pro '
+                                 'selection table of the detections per recording.')
+        parser.add_argument('--audacity', action='store_true',
+                            help='Also write audacity/<stem>.labels.txt, an Audacity label '
+                                 'track of the detections per recording.')
+        parser.add_argument(
+            '--timestamp_pattern', metavar='REGEX',
+            help='Read recording start times from file stems with this regular expression '
+                 '(whole stem) instead of the AudioMoth (YYYYMMDD_HHMMSS) and Song Meter '
+                 '(PREFIX_YYYYMMDD_HHMMSS) names: named groups year, month, day, hour, minute, '
+                 'optional second and recorder, e.g. '
+                 "'(?P<recorder>[^-]+)-(?P<year>\\d{4})(?P<month>\\d\\d)(?P<day>\\d\\d)T"
+                 "(?P<hour>\\d\\d)(?P<minute>\\d\\d)'.")
+
+
+def threads_per_worker(beam_options: PipelineOptions) -> int | None:
+    """Compute threads for each model copy: the cores shared out among local worker processes.
+
+    On the direct runner we know the machine: one single-threaded process per core is the
+    fastest layout (a TFLite or TF model scales worse over threads than over processes), and
+    one process alone gets every core. Elsewhere (Flink, Dataflow) the model's default.
+    """
+    if beam_options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
+        return None
+    direct = beam_options.view_as(DirectOptions)
+    cores = os.cpu_count() or 1
+    if direct.direct_running_mode != 'multi_processing':
+        return cores
+    return max(1, cores // max(1, direct.direct_num_workers or cores))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -113,13 +155,18 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptio
         arg_parser.error('--model perch needs --model_handle')
     if args.batch_size < 1:
         arg_parser.error('--batch_size must be at least 1')
+    try:
+        DetectionRule(args.min_score, args.top_k)
+        RecorderClock(args.timestamp_pattern)
+    except ValueError as exc:
+        arg_parser.error(str(exc))
     beam_options = PipelineOptions(beam_args)
     standard = beam_options.view_as(StandardOptions)
     direct = beam_options.view_as(DirectOptions)
     if standard.runner is None:
         standard.runner = 'DirectRunner'
     given = {arg.split('=', 1)[0] for arg in beam_args if arg.startswith('--')}
-    if (standard.runner in ('DirectRunner', 'FnApiRunner') and
+    if (standard.runner in _DIRECT_RUNNERS and
             not given & {'--direct_num_workers', '--direct_running_mode'}):
         # Two single-threaded processes beat one process of two threads on 2 cores.
         direct.direct_running_mode = 'multi_processing'

@@ -47,7 +47,8 @@ def test_readme_command_scores_the_examples(tmp_path):
 
     windows = read_windows(tmp_path)
     assert sorted(windows['row_id']) == sorted(expected_ids)
-    assert list(windows.columns[:5]) == ['row_id', 'source', 'start_s', 'end_s', 'model']
+    assert list(windows.columns[:7]) == ['row_id', 'source', 'start_s', 'end_s', 'model',
+                                         'recorder', 'recorded_at']
     assert set(windows['model']) == {'birdnet-v2.4'}
     assert {pathlib.Path(s).name for s in windows['source']} == {p.name for p in EXAMPLES}
     assert sorted(zip(windows['start_s'], windows['end_s'])) == sorted([(0.0, 5.0), (5.0, 10.0)] * 4)

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.recorder_time import RecorderClock
 from transforms.records import FileError, ScoredWindow
 
 SUBMISSION = 'submission.csv'
@@ -24,7 +25,7 @@ ERRORS_CSV = 'errors.csv'
 WINDOWS_PREFIX = 'windows'
 EMBEDDINGS_PREFIX = 'embeddings'
 SCORE_FORMAT = '%.7g'  # float32 keeps ~7 significant digits
-_METADATA_COLUMNS = ('row_id', 'source', 'start_s', 'end_s', 'model')
+_METADATA_COLUMNS = ('row_id', 'source', 'start_s', 'end_s', 'model', 'recorder', 'recorded_at')
 _PARQUET_BATCH = 1024
 
 
@@ -39,7 +40,8 @@ def write_atomically(path: str, data: bytes) -> None:
 def window_schema(classes: Sequence[str]) -> pa.Schema:
     return pa.schema(
         [('row_id', pa.string()), ('source', pa.string()), ('start_s', pa.float64()),
-         ('end_s', pa.float64()), ('model', pa.string())]
+         ('end_s', pa.float64()), ('model', pa.string()), ('recorder', pa.string()),
+         ('recorded_at', pa.timestamp('ms'))]  # local time from the file name, or null
         + [(c, pa.float32()) for c in classes])
 
 
@@ -55,13 +57,17 @@ class WindowsTable:
     """Scored windows as one Arrow table: metadata, then one column per class."""
     schema: pa.Schema
     model: str
+    clock: RecorderClock = RecorderClock()
 
     def __call__(self, batch: list[ScoredWindow]) -> pa.Table:
         scores = np.stack([w.scores for w in batch])
         classes = self.schema.names[len(_METADATA_COLUMNS):]
+        times = [self.clock.read(w.source) for w in batch]
         columns = {'row_id': [w.row_id for w in batch], 'source': [w.source for w in batch],
                    'start_s': [w.start_s for w in batch], 'end_s': [w.end_s for w in batch],
-                   'model': [self.model] * len(batch)}
+                   'model': [self.model] * len(batch),
+                   'recorder': [t.recorder for t in times],
+                   'recorded_at': [t.at(w.start_s) for t, w in zip(times, batch)]}
         columns.update({name: scores[:, i] for i, name in enumerate(classes)})
         return pa.Table.from_pydict(columns, schema=self.schema)
 
