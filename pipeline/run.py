@@ -101,7 +101,8 @@ def run_summary(config: graph.RunConfig, runner: str, totals: dict[str, int],
 def run(argv: Sequence[str] | None = None) -> dict:
     """Runs the job and returns what it wrote to ``run.json``."""
     args, beam_options = options.parse(argv)
-    config = graph.RunConfig.from_args(args, options.threads_per_worker(beam_options))
+    config = graph.RunConfig.from_args(args, options.threads_per_worker(beam_options),
+                                       options.local_workers(beam_options))
     mapping = config.mapping
     _LOG.info('Model %s covers %d of %d target classes; missing (score %g): %s',
               config.model.name, len(mapping.classes) - len(mapping.missing),

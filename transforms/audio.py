@@ -325,7 +325,9 @@ class ReadWindows(beam.PTransform):
         self._sample_rate = sample_rate
 
     def expand(self, patterns: beam.PCollection[str]
-               ) -> tuple[beam.PCollection[Window], beam.PCollection[FileError]]:
+               ) -> tuple[beam.PCollection[Window], beam.PCollection[FileError],
+                          beam.PCollection[float]]:
+        """Windows, failures, and the audio seconds planned in all (one element)."""
         matched = patterns | 'Match' >> beam.ParDo(MatchRecordings()).with_outputs(
             ERRORS, main='paths')
         planned = (
@@ -341,4 +343,8 @@ class ReadWindows(beam.PTransform):
                     ERRORS, main='windows'))
         errors = ((matched[ERRORS], planned[ERRORS], decoded[ERRORS])
                   | 'FlattenErrors' >> beam.Flatten())
-        return decoded.windows, errors
+        hop_s = self._windowing.hop_s
+        planned_s = (planned.shards
+                     | 'ShardSeconds' >> beam.Map(lambda shard: shard.num_windows * hop_s)
+                     | 'PlannedSeconds' >> beam.CombineGlobally(sum))
+        return decoded.windows, errors, planned_s
