@@ -73,6 +73,14 @@ class SoundscapeOptions(PipelineOptions):
         parser.add_argument('--shard_s', type=float, default=60.0,
                             help='Seconds of audio per unit of decoding work (default 60).')
         parser.add_argument(
+            '--incremental', action='store_true',
+            help='Score only recordings that no earlier --incremental run into this --output '
+                 'scored (same path, size and modification time), in committed chunks, then '
+                 'rebuild the outputs as a full run would write them; refuses an output of '
+                 'another model or options.')
+        parser.add_argument('--incremental_chunk', type=int, default=16,
+                            help='With --incremental: recordings per committed chunk (16).')
+        parser.add_argument(
             '--head', metavar='DIR',
             help='A linear head from pipeline.train_head, applied to each window\'s '
                  'embedding; its classes and embedding model must match the run\'s.')
@@ -164,6 +172,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, PipelineOptio
         arg_parser.error('--model perch needs --model_handle')
     if args.batch_size < 1:
         arg_parser.error('--batch_size must be at least 1')
+    if args.incremental_chunk < 1:
+        arg_parser.error('--incremental_chunk must be at least 1')
     try:
         DetectionRule(args.min_score, args.top_k)
         RecorderClock(args.timestamp_pattern)

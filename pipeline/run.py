@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import StandardOptions
 
-from pipeline import graph, options
+from pipeline import graph, incremental, options
 from transforms import sinks
 from transforms.audio import METRICS_NAMESPACE
 
@@ -98,8 +98,20 @@ def run_summary(config: graph.RunConfig, runner: str, totals: dict[str, int],
     }
 
 
+def execute(config: graph.RunConfig, beam_options) -> dict[str, int]:
+    """Runs one job to completion and returns its counters."""
+    if not FileSystems.exists(config.output):
+        FileSystems.mkdirs(config.output)
+    clear_previous_outputs(config.output)
+    pipeline = beam.Pipeline(options=beam_options)
+    graph.build(pipeline, config)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return counters(result)
+
+
 def run(argv: Sequence[str] | None = None) -> dict:
-    """Runs the job and returns what it wrote to ``run.json``."""
+    """Runs the job (or, with --incremental, the jobs) and returns what it wrote to run.json."""
     args, beam_options = options.parse(argv)
     config = graph.RunConfig.from_args(args, options.threads_per_worker(beam_options),
                                        options.local_workers(beam_options))
@@ -107,25 +119,24 @@ def run(argv: Sequence[str] | None = None) -> dict:
     _LOG.info('Model %s covers %d of %d target classes; missing (score %g): %s',
               config.model.name, len(mapping.classes) - len(mapping.missing),
               len(mapping.classes), mapping.missing_score, ' '.join(mapping.missing) or '-')
-    if not FileSystems.exists(config.output):
-        FileSystems.mkdirs(config.output)
-    clear_previous_outputs(config.output)
-
     started = time.perf_counter()
-    pipeline = beam.Pipeline(options=beam_options)
-    graph.build(pipeline, config)
-    result = pipeline.run()
-    result.wait_until_finish()
+    if args.incremental:
+        progress = incremental.run_chunks(config, args.incremental_chunk,
+                                          lambda part: execute(part, beam_options), time.time)
+        totals = progress.pop('totals')
+    else:
+        totals, progress = execute(config, beam_options), None
     wall_s = time.perf_counter() - started
 
-    summary = run_summary(config, beam_options.view_as(StandardOptions).runner,
-                          counters(result), wall_s)
+    summary = run_summary(config, beam_options.view_as(StandardOptions).runner, totals, wall_s)
+    summary['incremental'] = progress
     sinks.write_atomically(config.path(RUN_JSON),
                            json.dumps(summary, indent=2).encode('utf-8'))
+    skipped = f'; {progress["skipped"]} unchanged recordings skipped' if progress else ''
     print(f'Scored {summary["files"]} files, {summary["windows"]} windows, '
           f'{summary["audio_seconds"] / 3600:.3f} h of audio in {wall_s:.1f} s '
           f'({summary["x_real_time"]}x real time); '
-          f'{sum(summary["errors"].values())} errors; outputs in {config.output}')
+          f'{sum(summary["errors"].values())} errors{skipped}; outputs in {config.output}')
     return summary
 
 
@@ -141,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_drop_beam_memory_warning)
     summary = run(argv)
-    if summary['files'] == 0:
+    if summary['files'] == 0 and not (summary['incremental'] or {}).get('skipped'):
         _LOG.error('No recording could be read: see %s', sinks.ERRORS_CSV)
         return 1
     return 0
