@@ -26,6 +26,9 @@ NAME = 'birdnet-v2.4'
 EMBEDDING_DIM = 1024
 SAMPLE_RATE = 48_000
 CHUNK_SAMPLES = 3 * SAMPLE_RATE
+# Chunks per interpreter call. A TFLite interpreter's memory grows with its batch (measured:
+# 64 chunks take 1.7 GB, 4 take 0.44 GB) while its speed does not (45-47 chunks/s either way).
+INVOKE_CHUNKS = 4
 _MODEL_DIR = ('models', 'analyzer')
 MODEL_FILE = 'BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite'
 LABELS_FILE = 'BirdNET_GLOBAL_6K_V2.4_Labels.txt'
@@ -74,24 +77,31 @@ class BirdNetModel:
                 interpreter = Interpreter(
                     model_path=self._model_path, num_threads=self._num_threads,
                     experimental_preserve_all_tensors=self._with_embeddings)
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]['index'],
+                                            [INVOKE_CHUNKS, CHUNK_SAMPLES])
+            interpreter.allocate_tensors()
             self._local.interpreter = interpreter
-            self._local.batch = None
         return interpreter
 
     def _run(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits (and embeddings) of [N, 144000] chunks, INVOKE_CHUNKS at a time."""
         interpreter = self._interpreter()
         input_index = interpreter.get_input_details()[0]['index']
         output_index = interpreter.get_output_details()[0]['index']
-        if self._local.batch != len(chunks):
-            interpreter.resize_tensor_input(input_index, list(chunks.shape))
-            interpreter.allocate_tensors()
-            self._local.batch = len(chunks)
-        interpreter.set_tensor(input_index, chunks)
-        interpreter.invoke()
-        logits = interpreter.get_tensor(output_index)
-        # The global-average-pooling layer feeding the classifier: BirdNET's embedding.
-        embeddings = interpreter.get_tensor(output_index - 1) if self._with_embeddings else None
-        return logits, embeddings
+        logits, embeddings = [], []
+        for start in range(0, len(chunks), INVOKE_CHUNKS):
+            part = chunks[start:start + INVOKE_CHUNKS]
+            count = len(part)
+            if count < INVOKE_CHUNKS:
+                part = np.pad(part, ((0, INVOKE_CHUNKS - count), (0, 0)))
+            interpreter.set_tensor(input_index, part)
+            interpreter.invoke()
+            logits.append(interpreter.get_tensor(output_index)[:count].copy())
+            if self._with_embeddings:
+                # The global-average-pooling layer feeding the classifier: the embedding.
+                embeddings.append(interpreter.get_tensor(output_index - 1)[:count].copy())
+        return (np.concatenate(logits),
+                np.concatenate(embeddings) if self._with_embeddings else None)
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         size, samples = batch.shape
