@@ -59,6 +59,33 @@ def make_audio(directory: pathlib.Path, hours: float) -> list[str]:
     return paths
 
 
+def make_long(directory: pathlib.Path, hours: float, rate: int = 16_000) -> str:
+    """One long recording (WAV, written a minute at a time): memory must not grow with it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f'recorder_{hours:g}h.wav'
+    if not path.exists():
+        rng = np.random.default_rng(1)
+        partial = path.with_suffix('.part.wav')
+        with sf.SoundFile(partial, 'w', rate, 1, subtype='PCM_16') as out:
+            for _ in range(round(hours * 60)):
+                out.write((0.05 * rng.standard_normal(60 * rate)).astype(np.float32))
+        partial.rename(path)
+    return str(path)
+
+
+def make_many(directory: pathlib.Path, count: int, seconds: float, rate: int = 22_050
+              ) -> list[str]:
+    """Many short recordings: per-file overheads must not dominate."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    paths = [directory / f'clip_{i:05d}.wav' for i in range(count)]
+    for path in paths:
+        if not path.exists():
+            sf.write(path, (0.05 * rng.standard_normal(round(seconds * rate))).astype(np.float32),
+                     rate, subtype='PCM_16')
+    return [str(p) for p in paths]
+
+
 def perch_standin() -> str:
     directory = CACHE / 'perch_standin'
     if not (directory / 'saved_model.pb').exists():
@@ -142,6 +169,29 @@ def measurements(files: list[str], handle: str, output: pathlib.Path
     }
 
 
+def suites(args: argparse.Namespace, output: pathlib.Path
+           ) -> tuple[dict[str, tuple[list[str], bool]], dict[str, float]]:
+    """The measurements of ``args.suite`` and each one's audio seconds."""
+    pipeline = [PYTHON, '-m', 'pipeline.run']
+    if args.suite == 'memory':
+        chosen, audio = {}, {}
+        for hours in (1.0, 24.0):
+            path = make_long(CACHE / 'long', hours)
+            name = f'pipeline birdnet (defaults), one {hours:g} h file'
+            chosen[name] = ([*pipeline, '--input', path, '--output', str(output / name[-6:])],
+                            False)
+            audio[name] = hours * 3600
+        return chosen, audio
+    if args.suite == 'load':
+        files = make_many(CACHE / 'many', 2000, 3.0)
+        name = 'pipeline birdnet (defaults), 2,000 files of 3 s'
+        return ({name: ([*pipeline, '--input', str(CACHE / 'many' / '*.wav'), '--output',
+                         str(output / 'many')], False)}, {name: 2000 * 3.0})
+    files = make_audio(CACHE / f'audio_{args.hours:g}h', args.hours)
+    chosen = measurements(files, perch_standin(), output)
+    return chosen, {name: len(files) * FILE_S for name in chosen}
+
+
 def ratio(value: float, reference: float | None) -> str:
     return f'{value / reference:.2f}' if reference else ''
 
@@ -170,23 +220,24 @@ def main() -> None:
     parser.add_argument('--hours', type=float, default=1.0)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--only', nargs='*', help='substrings of measurement names to run')
+    parser.add_argument('--suite', choices=('throughput', 'memory', 'load'),
+                        default='throughput',
+                        help='throughput: models, pipeline and baselines on --hours of audio; '
+                             'memory: one 1 h and one 24 h recording; load: 2,000 short files')
     args = parser.parse_args()
-    files = make_audio(CACHE / f'audio_{args.hours:g}h', args.hours)
-    audio_s = len(files) * FILE_S
-    handle = perch_standin()
     output = pathlib.Path(tempfile.mkdtemp(prefix='bench-'))
-    chosen = {name: spec for name, spec in measurements(files, handle, output).items()
+    chosen, audio = suites(args, output)
+    chosen = {name: spec for name, spec in chosen.items()
               if not args.only or any(o in name for o in args.only)}
     results: dict[str, list[Sample]] = {name: [] for name in chosen}
     for round_ in range(args.repeats):
         for name, (command, timed_by_child) in chosen.items():
-            sample = monitored(command, audio_s, timed_by_child)
+            sample = monitored(command, audio[name], timed_by_child)
             results[name].append(sample)
             print(f'round {round_ + 1}: {name}: {sample.x_real_time:.1f}x, '
                   f'{sample.peak_rss_mb:.0f} MB, CPU {100 * sample.cpu_share:.0f}%', flush=True)
     shutil.rmtree(output, ignore_errors=True)
-    print(f'\n{audio_s / 3600:g} h of audio ({len(files)} files), {args.repeats} rounds, '
-          f'{os.cpu_count()} cores; medians:\n')
+    print(f'\nsuite {args.suite}, {args.repeats} rounds, {os.cpu_count()} cores; medians:\n')
     print(table(results))
 
 
