@@ -85,6 +85,20 @@ def _to_numeric(raw: pd.DataFrame, path: str) -> pd.DataFrame:
     return pd.DataFrame(converted, index=raw.index)
 
 
+def _check_same(what: str, expected: Sequence[str], got: Sequence[str],
+                describe: Callable[[str, list[str]], str], solution_path: str,
+                submission_path: str) -> None:
+    """Raises, naming both files, when the submission lacks or adds any of ``expected``."""
+    expected_set, got_set = set(expected), set(got)
+    missing = [name for name in expected if name not in got_set]
+    extra = [name for name in got if name not in expected_set]
+    parts = [describe(kind, names) for kind, names in (('missing', missing), ('extra', extra))
+             if names]
+    if parts:
+        raise ScoringError(f"{submission_path}: {what} from solution {solution_path}: "
+                           + "; ".join(parts))
+
+
 def load_frames(solution_path: str, submission_path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read, validate and align both CSVs.
 
@@ -95,29 +109,13 @@ def load_frames(solution_path: str, submission_path: str) -> tuple[pd.DataFrame,
     solution_raw = _read_raw(solution_path)
     submission_raw = _read_raw(submission_path)
 
-    missing_cols = [c for c in solution_raw.columns if c not in submission_raw.columns]
-    extra_cols = [c for c in submission_raw.columns if c not in solution_raw.columns]
-    if missing_cols or extra_cols:
-        parts = []
-        if missing_cols:
-            parts.append(f"missing columns {missing_cols}")
-        if extra_cols:
-            parts.append(f"extra columns {extra_cols}")
-        raise ScoringError(
-            f"{submission_path}: columns differ from solution {solution_path}: " + "; ".join(parts)
-        )
-
-    missing_rows = sorted(set(solution_raw.index) - set(submission_raw.index))
-    extra_rows = sorted(set(submission_raw.index) - set(solution_raw.index))
-    if missing_rows or extra_rows:
-        parts = []
-        if missing_rows:
-            parts.append(f"{len(missing_rows)} row_id missing from submission (e.g. {_examples(missing_rows)})")
-        if extra_rows:
-            parts.append(f"{len(extra_rows)} row_id extra in submission (e.g. {_examples(extra_rows)})")
-        raise ScoringError(
-            f"{submission_path}: row_id set differs from solution {solution_path}: " + "; ".join(parts)
-        )
+    _check_same('columns differ', list(solution_raw.columns), list(submission_raw.columns),
+                lambda kind, names: f"{kind} columns {names}", solution_path, submission_path)
+    _check_same('row_id set differs', list(solution_raw.index), list(submission_raw.index),
+                lambda kind, names: (f"{len(names)} row_id {kind} "
+                                     f"{'from' if kind == 'missing' else 'in'} submission "
+                                     f"(e.g. {_examples(names)})"),
+                solution_path, submission_path)
 
     solution = _to_numeric(solution_raw, solution_path)
     submission = _to_numeric(submission_raw, submission_path)
