@@ -23,7 +23,7 @@ def test_sdist_installs_and_runs_without_the_source_tree(tmp_path):
     """The sdist Dataflow's --setup_file would build carries code and package data."""
     subprocess.run([sys.executable, 'setup.py', '-q', 'sdist', '--dist-dir', str(tmp_path)],
                    cwd=ROOT, check=True, capture_output=True)
-    (sdist,) = tmp_path.glob('soundscape_beam-*.tar.gz')
+    (sdist,) = tmp_path.glob('soundscape[-_]beam-*.tar.gz')  # old setuptools: '-'
     target = tmp_path / 'site'
     subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target',
                     str(target), str(sdist)], check=True, capture_output=True)
