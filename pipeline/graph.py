@@ -17,7 +17,6 @@ from transforms.head import LinearHead
 from transforms.models import birdnet, perch
 from transforms.models.base import ModelSpec
 from transforms.models.handler import AudioModelHandler
-from transforms.progress import ReportProgress
 from transforms.recorder_time import RecorderClock
 from transforms.training import read_train_metadata
 
@@ -94,18 +93,16 @@ class RunConfig:
 
 def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
     """Adds the whole job to ``pipeline``."""
-    windows, errors, planned_s = (
+    windows, errors = (
         pipeline
         | 'Inputs' >> beam.Create(config.inputs)
-        | 'ReadWindows' >> ReadWindows(config.windowing, config.model.sample_rate))
+        | 'ReadWindows' >> ReadWindows(config.windowing, config.model.sample_rate,
+                                       config.workers))
     scored = (
         windows
         | 'RunInference' >> RunInference(AudioModelHandler(config.model, config.batch_size))
         | 'ToTargetClasses' >> beam.ParDo(
-            ToTargetClasses(config.mapping, config.head, config.head_policy))
-        | 'ReportProgress' >> beam.ParDo(
-            ReportProgress(config.windowing.hop_s, config.workers),
-            beam.pvalue.AsSingleton(planned_s)))
+            ToTargetClasses(config.mapping, config.head, config.head_policy)))
 
     classes = config.mapping.classes
     _ = scored | 'WriteWindows' >> sinks.WriteParquet(

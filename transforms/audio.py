@@ -27,6 +27,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from transforms.progress import ReportProgress
 from transforms.records import FileError, Shard, Window
 
 AUDIO_EXTENSIONS = frozenset({'.ogg', '.flac', '.wav', '.mp3', '.opus'})
@@ -319,15 +320,14 @@ class DecodeWindows(beam.DoFn):
 class ReadWindows(beam.PTransform):
     """File patterns in, windows out (main output) and ``FileError``s (``errors`` output)."""
 
-    def __init__(self, windowing: Windowing, sample_rate: int):
+    def __init__(self, windowing: Windowing, sample_rate: int, workers: int = 1):
         super().__init__()
         self._windowing = windowing
         self._sample_rate = sample_rate
+        self._workers = workers
 
     def expand(self, patterns: beam.PCollection[str]
-               ) -> tuple[beam.PCollection[Window], beam.PCollection[FileError],
-                          beam.PCollection[float]]:
-        """Windows, failures, and the audio seconds planned in all (one element)."""
+               ) -> tuple[beam.PCollection[Window], beam.PCollection[FileError]]:
         matched = patterns | 'Match' >> beam.ParDo(MatchRecordings()).with_outputs(
             ERRORS, main='paths')
         planned = (
@@ -335,16 +335,18 @@ class ReadWindows(beam.PTransform):
             | 'Deduplicate' >> beam.Distinct()
             | 'PlanShards' >> beam.ParDo(PlanShards(self._windowing)).with_outputs(
                 ERRORS, main='shards'))
+        hop_s = self._windowing.hop_s
+        planned_s = (planned.shards
+                     | 'ShardSeconds' >> beam.Map(lambda shard: shard.num_windows * hop_s)
+                     | 'PlannedSeconds' >> beam.CombineGlobally(sum))
         decoded = (
             planned.shards
             | 'SpreadShards' >> beam.Reshuffle()
+            | 'ReportProgress' >> beam.ParDo(ReportProgress(hop_s, self._workers),
+                                             beam.pvalue.AsSingleton(planned_s))
             | 'DecodeWindows' >> beam.ParDo(
                 DecodeWindows(self._windowing, self._sample_rate)).with_outputs(
                     ERRORS, main='windows'))
         errors = ((matched[ERRORS], planned[ERRORS], decoded[ERRORS])
                   | 'FlattenErrors' >> beam.Flatten())
-        hop_s = self._windowing.hop_s
-        planned_s = (planned.shards
-                     | 'ShardSeconds' >> beam.Map(lambda shard: shard.num_windows * hop_s)
-                     | 'PlannedSeconds' >> beam.CombineGlobally(sum))
-        return decoded.windows, errors, planned_s
+        return decoded.windows, errors
