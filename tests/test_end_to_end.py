@@ -130,7 +130,7 @@ def test_sample_submission_fixes_rows_and_columns(tmp_path):
     bad = tmp_path / 'soundscape_9.ogg'
     bad.write_bytes(b'OggS' + bytes(64))
     stem = EXAMPLES[0].stem
-    expected_ids = [f'soundscape_9_5', f'{stem}_10', f'{stem}_5', 'soundscape_9_10']
+    expected_ids = ['soundscape_9_5', f'{stem}_10', f'{stem}_5', 'soundscape_9_10']
     sample = pd.DataFrame({'row_id': expected_ids, 'barswa': 0.0, 'sacibi2': 0.0,
                            'comsan': 0.0})
     sample.to_csv(tmp_path / 'sample_submission.csv', index=False)

@@ -8,8 +8,8 @@ import sys
 
 import apache_beam as beam
 import cloudpickle
+import numpy as np
 import pandas as pd
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import graph, options
 from transforms.models import birdnet, perch
@@ -67,8 +67,7 @@ def test_model_handlers_pickle_and_load_lazily(tmp_path):
         assert restored.spec == spec and restored.batch_elements_kwargs()['max_batch_size'] == 8
         assert len(cloudpickle.dumps(handler)) < 1_000_000  # labels only: no weights inside
         model = restored.load_model()
-        assert model.infer(__import__('numpy').zeros((1, 240_000), 'float32'))[0].shape == \
-            (1, 6522)
+        assert model.infer(np.zeros((1, 240_000), np.float32))[0].shape == (1, 6522)
     perch_spec = perch.PerchSpec(name='perch:/models/perch', sample_rate=32_000,
                                  labels=('a',), window_s=5.0, embedding_dim=0,
                                  handle='/models/perch')
