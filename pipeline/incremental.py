@@ -173,8 +173,8 @@ def merge(config: graph.RunConfig, wanted: dict[str, str],
             windows[classes].to_numpy(dtype='float32'))]
     frame, _, _ = sinks.submission_frame(rows, classes, config.expected_row_ids,
                                          config.mapping.missing_score)
-    sinks.write_atomically(config.path(sinks.SUBMISSION), frame.to_csv(
-        index=False, float_format=sinks.SCORE_FORMAT, lineterminator='\n').encode('utf-8'))
+    sinks.write_csv_atomically(config.path(sinks.SUBMISSION), frame,
+                               float_format=sinks.SCORE_FORMAT)
     errors = [sinks.errors_frame(match_errors)]
     detections = []
     for chunk in sorted(set(wanted.values())):
@@ -190,18 +190,18 @@ def merge(config: graph.RunConfig, wanted: dict[str, str],
         merged = merged.assign(_start=merged['start_s'].astype(float),
                                _score=-merged['score'].astype(float))
         _write_csv(config, DETECTIONS_CSV, merged.drop(columns=['_start', '_score']),
-                   order=merged.sort_values(['source', '_start', '_score']).index)
+                   order=merged.sort_values(['source', '_start', '_score', 'species_code']).index)
     parquet = _gather(config, wanted, DETECTIONS_PARQUET)
     if len(parquet):
         _write_parquet(config, DETECTIONS_PARQUET, parquet.sort_values(
-            ['source', 'start_s', 'score'], ascending=[True, True, False], ignore_index=True))
+            ['source', 'start_s', 'score', 'species_code'], ascending=[True, True, False, True],
+            ignore_index=True))
 
 
 def _write_csv(config: graph.RunConfig, name: str, frame: pd.DataFrame,
                sort_by: list[str] | None = None, order: pd.Index | None = None) -> None:
     frame = frame.loc[order] if order is not None else frame.sort_values(sort_by)
-    sinks.write_atomically(config.path(name), frame.to_csv(
-        index=False, lineterminator='\n').encode('utf-8'))
+    sinks.write_csv_atomically(config.path(name), frame)
 
 
 def _write_parquet(config: graph.RunConfig, name: str, frame: pd.DataFrame) -> None:

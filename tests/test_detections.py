@@ -13,8 +13,10 @@ import pytest
 from pipeline import options
 from tests.detection_fixtures import HIGH, MYSTERY, run_dc, write_levels
 from transforms.detections import (
-    DetectionRule, Species, audacity_labels, raven_table, safe_stem, species_names, table_stems)
+    SCHEMA, DetectionRule, SelectDetections, Species, audacity_labels, detections_csv,
+    detections_table, raven_table, safe_stem, species_names, table_stems)
 from transforms.recorder_time import RecorderClock, RecorderTime, iso_time
+from transforms.records import ScoredWindow
 
 T = datetime.datetime
 BARSWA = Species('barswa', 'Hirundo rustica', 'Barn Swallow')
@@ -298,5 +300,29 @@ def test_a_later_run_replaces_the_tables_and_reads_a_custom_pattern(detected, tm
 
 
 def test_table_renderers_handle_no_detections():
-    assert raven_table([], 24_000.0) == RAVEN_HEADER + '\n'
-    assert audacity_labels([]) == ''
+    assert raven_table(SCHEMA.empty_table(), 24_000.0) == RAVEN_HEADER + '\n'
+    assert audacity_labels(SCHEMA.empty_table()) == ''
+
+
+def test_table_orders_rows_and_repeats_window_fields_per_detection():
+    """Windows arrive in any order; codes break score ties whatever the class order."""
+    species = (Species('zzz1'), Species('barswa', 'Hirundo rustica', 'Barn Swallow'),
+               Species('aaa1'))
+    select = SelectDetections(DetectionRule(0.5, 0))
+    windows = [w for source, start, scores in (
+        ('b.wav', 0.0, [0.6, 0.9, 0.6]), ('a.wav', 5.0, [0.1, 0.2, 0.3]),
+        ('a.wav', 0.0, [0.7, 0.1, 0.8]))
+        for w in select.process(ScoredWindow(
+            f'{source[0]}_{start + 5:g}', source, start, start + 5.0,
+            np.array(scores, np.float32), np.zeros(0, np.float32)))]
+    assert len(windows) == 2  # a.wav 5-10 s detected nothing: no record
+    table = detections_table(windows, species, RecorderClock(), DetectionRule(0.5, 0))
+    got = list(zip(*table.select(['row_id', 'start_s', 'species_code', 'common_name',
+                                  'score']).to_pydict().values()))
+    assert got == [('a_5', 0.0, 'aaa1', '', pytest.approx(0.8)),
+                   ('a_5', 0.0, 'zzz1', '', pytest.approx(0.7)),
+                   ('b_5', 0.0, 'barswa', 'Barn Swallow', pytest.approx(0.9)),
+                   ('b_5', 0.0, 'aaa1', '', pytest.approx(0.6)),
+                   ('b_5', 0.0, 'zzz1', '', pytest.approx(0.6))]
+    assert detections_csv(table).to_csv(index=False).splitlines()[1:3] == [
+        'a.wav,a_5,0,5,,,aaa1,,,0.8', 'a.wav,a_5,0,5,,,zzz1,,,0.7']

@@ -16,17 +16,15 @@ through ``table_stems``, which keeps them inside the output folder whatever the 
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import datetime
 import hashlib
-import io
 import re
 import unicodedata
 from typing import Callable, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -34,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.classes import ebird_taxonomy
 from transforms.recorder_time import RecorderClock, file_stem, iso_time
 from transforms.records import ScoredWindow
-from transforms.sinks import SCORE_FORMAT, write_atomically
+from transforms.sinks import SCORE_FORMAT, write_atomically, write_csv_atomically
 
 DETECTIONS_PARQUET = 'detections.parquet'
 DETECTIONS_CSV = 'detections.csv'
@@ -100,80 +98,95 @@ def species_names(classes: Sequence[str]) -> tuple[Species, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Detection:
-    """One species in one window: one row of ``detections.csv``."""
+class WindowDetections:
+    """One window's detections: what crosses from the scoring workers to the writer.
+
+    One record per window with at least one detection, its species as indices into the
+    target classes, so a run that detects much (a low ``--min_score``, a large ``--top_k``)
+    moves and gathers a few small arrays per window, not one object per detection.
+    """
     source: str
     row_id: str
     start_s: float
     end_s: float
-    recorded_at: datetime.datetime | None
-    recorder: str | None
-    species: Species
-    score: float
-
-    @property
-    def sort_key(self) -> tuple:
-        return self.source, self.start_s, -self.score, self.species.code
+    classes: np.ndarray    # int32 [N]: indices into the target classes, best first
+    scores: np.ndarray     # float32 [N]
 
 
 class SelectDetections(beam.DoFn):
-    """A scored window's detections under the rule, with the recording's local time."""
+    """A scored window's detections under the rule (nothing for a window without any)."""
 
-    def __init__(self, species: Sequence[Species], rule: DetectionRule, clock: RecorderClock):
-        self._species = tuple(species)
+    def __init__(self, rule: DetectionRule):
         self._rule = rule
-        self._clock = clock
 
-    def process(self, window: ScoredWindow) -> Iterator[Detection]:
-        time = self._clock.read(window.source)
-        for index in self._rule.select(window.scores):
-            yield Detection(window.source, window.row_id, window.start_s, window.end_s,
-                            time.at(window.start_s), time.recorder, self._species[index],
-                            float(window.scores[index]))
+    def process(self, window: ScoredWindow) -> Iterator[WindowDetections]:
+        selected = self._rule.select(window.scores)
+        if len(selected):
+            yield WindowDetections(window.source, window.row_id, window.start_s, window.end_s,
+                                   selected.astype(np.int32), window.scores[selected])
 
 
-def detections_table(detections: Sequence[Detection], rule: DetectionRule) -> pa.Table:
-    """The detections as Arrow, in the order given, with the rule in the schema metadata."""
-    columns = {
-        'source': [d.source for d in detections], 'row_id': [d.row_id for d in detections],
-        'start_s': [d.start_s for d in detections], 'end_s': [d.end_s for d in detections],
-        'recorded_at': [d.recorded_at for d in detections],
-        'recorder': [d.recorder for d in detections],
-        'species_code': [d.species.code for d in detections],
-        'scientific_name': [d.species.scientific_name for d in detections],
-        'common_name': [d.species.common_name for d in detections],
-        'score': [d.score for d in detections]}
+def detections_table(windows: Sequence[WindowDetections], species: Sequence[Species],
+                     clock: RecorderClock, rule: DetectionRule) -> pa.Table:
+    """All detections as Arrow, one row each, ordered by recording, window start, score
+    (best first) and species code, with the rule in the schema metadata.
+
+    Built column by column (a window's fields repeated over its detections, names taken by
+    class index), so a million detections cost arrays, not Python objects.
+    """
+    times = [clock.read(w.source) for w in windows]
+    per_window = pa.table({
+        'source': [w.source for w in windows], 'row_id': [w.row_id for w in windows],
+        'start_s': pa.array([w.start_s for w in windows], pa.float64()),
+        'end_s': pa.array([w.end_s for w in windows], pa.float64()),
+        'recorded_at': pa.array([t.at(w.start_s) for t, w in zip(times, windows)],
+                                SCHEMA.field('recorded_at').type),
+        'recorder': pa.array([t.recorder for t in times], pa.string())})
+    counts = [len(w.classes) for w in windows]
+    rows = per_window.take(pa.array(np.repeat(np.arange(len(windows)), counts)))
+    classes = pa.array(np.concatenate([w.classes for w in windows]) if windows else
+                       np.zeros(0, np.int32))
+    names = {'species_code': [s.code for s in species],
+             'scientific_name': [s.scientific_name for s in species],
+             'common_name': [s.common_name for s in species]}
+    for column, values in names.items():
+        rows = rows.append_column(column, pa.array(values, pa.string()).take(classes))
+    scores = np.concatenate([w.scores for w in windows]) if windows else np.zeros(0)
+    rows = rows.append_column('score', pa.array(scores, pa.float32()))
     metadata = {MIN_SCORE_KEY: repr(rule.min_score).encode(), TOP_K_KEY: str(rule.top_k).encode()}
-    return pa.Table.from_pydict(columns, schema=SCHEMA.with_metadata(metadata))
+    return rows.sort_by([('source', 'ascending'), ('start_s', 'ascending'),
+                         ('score', 'descending'), ('species_code', 'ascending')]
+                        ).cast(SCHEMA.with_metadata(metadata))
 
 
-def detections_csv(detections: Iterable[Detection]) -> str:
-    """The same rows as CSV: ISO 8601 local times, empty cells where a value is unknown."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator='\n')
-    writer.writerow(SCHEMA.names)
-    for d in detections:
-        writer.writerow([d.source, d.row_id, f'{d.start_s:g}', f'{d.end_s:g}',
-                         iso_time(d.recorded_at) if d.recorded_at else '', d.recorder or '',
-                         d.species.code, d.species.scientific_name, d.species.common_name,
-                         SCORE_FORMAT % d.score])
-    return buffer.getvalue()
+def detections_csv(table: pa.Table) -> pd.DataFrame:
+    """The same rows as ``detections.csv`` cells: ISO 8601 local times, numbers as in
+    ``submission.csv``, empty cells where a value is unknown."""
+    frame = table.to_pandas(timestamp_as_object=True)
+    for column in ('start_s', 'end_s', 'score'):
+        frame[column] = [SCORE_FORMAT % value for value in frame[column]]
+    frame['recorded_at'] = [iso_time(t) if t is not None and t == t else ''
+                            for t in frame['recorded_at']]
+    return frame
 
 
-def raven_table(detections: Iterable[Detection], high_freq_hz: float) -> str:
+def raven_table(detections: pa.Table, high_freq_hz: float) -> str:
     """A Raven Pro selection table: one selection per detection, over the full band."""
+    rows = detections.select(['start_s', 'end_s', 'species_code', 'common_name', 'score'])
     lines = ['\t'.join(RAVEN_COLUMNS)]
-    for number, d in enumerate(detections, start=1):
+    for number, (start, end, code, name, score) in enumerate(
+            zip(*rows.to_pydict().values()), start=1):
         lines.append('\t'.join([
-            str(number), 'Spectrogram 1', '1', f'{d.start_s:.3f}', f'{d.end_s:.3f}', '0.0',
-            f'{high_freq_hz:.1f}', d.species.code, d.species.common_name, f'{d.score:.4f}']))
+            str(number), 'Spectrogram 1', '1', f'{start:.3f}', f'{end:.3f}', '0.0',
+            f'{high_freq_hz:.1f}', code, name, f'{score:.4f}']))
     return '\n'.join(lines) + '\n'
 
 
-def audacity_labels(detections: Iterable[Detection]) -> str:
-    """An Audacity label track: start, end, "Common Name (score)"."""
-    return ''.join(f'{d.start_s:.6f}\t{d.end_s:.6f}\t{d.species.label} ({d.score:.2f})\n'
-                   for d in detections)
+def audacity_labels(detections: pa.Table) -> str:
+    """An Audacity label track: start, end, "Common Name (score)" (the code when unnamed)."""
+    rows = detections.select(['start_s', 'end_s', 'species_code', 'common_name', 'score'])
+    return ''.join(f'{start:.6f}\t{end:.6f}\t{name or code} ({score:.2f})\n'
+                   for start, end, code, name, score in zip(*rows.to_pydict().values()))
 
 
 def safe_stem(source: str) -> str:
@@ -221,15 +234,16 @@ class DetectionOutputs:
 class _WriteDetections(beam.DoFn):
     """Writes all the gathered detections: the two tables, then the per-recording files."""
 
-    def __init__(self, outputs: DetectionOutputs):
+    def __init__(self, outputs: DetectionOutputs, species: Sequence[Species],
+                 clock: RecorderClock):
         self._outputs = outputs
+        self._species = tuple(species)
+        self._clock = clock
 
-    def process(self, detections: list[Detection], sources: list[str]) -> Iterator[dict]:
-        detections = sorted(detections, key=lambda d: d.sort_key)
-        self._write_tables(detections)
-        by_source: dict[str, list[Detection]] = {source: [] for source in sources}
-        for detection in detections:
-            by_source.setdefault(detection.source, []).append(detection)
+    def process(self, windows: list[WindowDetections], sources: list[str]) -> Iterator[dict]:
+        table = detections_table(windows, self._species, self._clock, self._outputs.rule)
+        self._write_tables(table)
+        by_source = _split_by_source(table, sources)
         stems = table_stems(by_source)
         out = self._outputs
         for folder, suffix, render, wanted in (
@@ -238,21 +252,20 @@ class _WriteDetections(beam.DoFn):
             written = (self._write_per_recording(folder, suffix, render, by_source, stems)
                        if wanted else set())
             _remove_stale(out.path(folder), suffix, written)
-        yield {'detections': len(detections), 'recordings': len(by_source)}
+        yield {'detections': table.num_rows, 'recordings': len(by_source)}
 
-    def _write_tables(self, detections: list[Detection]) -> None:
+    def _write_tables(self, table: pa.Table) -> None:
         sink = pa.BufferOutputStream()
-        pq.write_table(detections_table(detections, self._outputs.rule), sink)
+        pq.write_table(table, sink)
         write_atomically(self._outputs.path(DETECTIONS_PARQUET), sink.getvalue().to_pybytes())
-        write_atomically(self._outputs.path(DETECTIONS_CSV),
-                         detections_csv(detections).encode('utf-8'))
+        write_csv_atomically(self._outputs.path(DETECTIONS_CSV), detections_csv(table))
 
-    def _raven(self, detections: list[Detection]) -> str:
+    def _raven(self, detections: pa.Table) -> str:
         return raven_table(detections, self._outputs.high_freq_hz)
 
     def _write_per_recording(self, folder: str, suffix: str,
-                             render: Callable[[list[Detection]], str],
-                             by_source: dict[str, list[Detection]],
+                             render: Callable[[pa.Table], str],
+                             by_source: dict[str, pa.Table],
                              stems: dict[str, str]) -> set[str]:
         """Writes one file per recording into ``folder``; returns their paths."""
         directory = self._outputs.path(folder)
@@ -264,6 +277,17 @@ class _WriteDetections(beam.DoFn):
             write_atomically(path, render(found).encode('utf-8'))
             paths.add(path)
         return paths
+
+
+def _split_by_source(table: pa.Table, sources: Iterable[str]) -> dict[str, pa.Table]:
+    """Each recording's rows of a table ordered by source (an empty table when none)."""
+    by_source = {source: table.schema.empty_table() for source in sources}
+    names = table.column('source').to_numpy(zero_copy_only=False)
+    if len(names):
+        starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
+        for start, stop in zip(starts, np.r_[starts[1:], len(names)]):
+            by_source[names[start]] = table.slice(start, stop - start)
+    return by_source
 
 
 def _remove_stale(directory: str, suffix: str, keep: set[str]) -> None:
@@ -280,15 +304,16 @@ class WriteDetections(beam.PTransform):
     """Scored windows in; ``detections.parquet``, ``detections.csv`` and, when asked, the
     Raven and Audacity tables out (see the module docstring).
 
-    Detections are sparse (a few per window at most), so they are gathered on one worker to
-    be ordered and written, as ``submission.csv`` is.
+    Detections are gathered on one worker to be ordered and written, as ``submission.csv``
+    is; they travel as one compact ``WindowDetections`` per window that has any.
     """
 
     def __init__(self, outputs: DetectionOutputs, species: Sequence[Species],
                  clock: RecorderClock = RecorderClock()):
         super().__init__()
         self._outputs = outputs
-        self._select = SelectDetections(species, outputs.rule, clock)
+        self._select = SelectDetections(outputs.rule)
+        self._write = _WriteDetections(outputs, species, clock)
 
     def expand(self, windows: beam.PCollection[ScoredWindow]):
         sources = (windows
@@ -298,5 +323,4 @@ class WriteDetections(beam.PTransform):
         return (windows
                 | 'Select' >> beam.ParDo(self._select)
                 | 'Gather' >> beam.combiners.ToList()
-                | 'Write' >> beam.ParDo(_WriteDetections(self._outputs),
-                                        beam.pvalue.AsSingleton(sources)))
+                | 'Write' >> beam.ParDo(self._write, beam.pvalue.AsSingleton(sources)))
