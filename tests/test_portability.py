@@ -71,5 +71,5 @@ def test_model_handlers_pickle_and_load_lazily(tmp_path):
     perch_spec = perch.PerchSpec(name='perch:/models/perch', sample_rate=32_000,
                                  labels=('a',), window_s=5.0, embedding_dim=0,
                                  handle='/models/perch')
-    restored = cloudpickle.loads(cloudpickle.dumps(AudioModelHandler(perch_spec)))
+    restored = cloudpickle.loads(cloudpickle.dumps(AudioModelHandler(perch_spec, 4)))
     assert restored.spec.handle == '/models/perch'  # nothing loaded until the worker asks

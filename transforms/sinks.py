@@ -6,10 +6,11 @@ rename it, so a failed run never leaves a half-written ``submission.csv``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import uuid
-from typing import Iterable, Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -29,12 +30,38 @@ _METADATA_COLUMNS = ('row_id', 'source', 'start_s', 'end_s', 'model', 'recorder'
 _PARQUET_BATCH = 1024
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary sibling and a rename."""
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[BinaryIO]:
+    """A binary handle whose contents appear at ``path``, through a temporary sibling and a
+    rename, only once it is closed without error (a failed write leaves nothing behind)."""
     temporary = f'{path}.tmp-{uuid.uuid4().hex}'
-    with FileSystems.create(temporary) as handle:
-        handle.write(data)
+    try:
+        with FileSystems.create(temporary) as handle:
+            yield handle
+    except BaseException:
+        if FileSystems.exists(temporary):
+            FileSystems.delete([temporary])
+        raise
     FileSystems.rename([temporary], [path])
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically (see ``atomic_file``)."""
+    with atomic_file(path) as handle:
+        handle.write(data)
+
+
+def write_csv_atomically(path: str, frame: pd.DataFrame, **to_csv_options) -> None:
+    """``frame`` as UTF-8 CSV at ``path``, atomically, without its index.
+
+    pandas formats and writes a block of rows at a time; rendering the whole table as one
+    string first would hold several times the file's size (a day of windows: ~200 MB).
+    """
+    with atomic_file(path) as handle:
+        text = io.TextIOWrapper(handle, encoding='utf-8', newline='')
+        frame.to_csv(text, index=False, lineterminator='\n', **to_csv_options)
+        text.flush()
+        text.detach()  # the handle is closed by atomic_file
 
 
 def window_schema(classes: Sequence[str]) -> pa.Schema:
@@ -154,9 +181,7 @@ class _WriteSubmission(beam.DoFn):
     def process(self, rows: list[tuple[str, float, str, np.ndarray]]) -> Iterable[dict]:
         frame, filled, dropped = submission_frame(
             rows, self._classes, self._expected, self._missing_score)
-        buffer = io.StringIO()
-        frame.to_csv(buffer, index=False, float_format=SCORE_FORMAT, lineterminator='\n')
-        write_atomically(self._path, buffer.getvalue().encode('utf-8'))
+        write_csv_atomically(self._path, frame, float_format=SCORE_FORMAT)
         yield {'rows': len(frame), 'filled_rows': filled, 'dropped_rows': dropped}
 
 
@@ -197,8 +222,7 @@ class WriteErrorsCsv(beam.PTransform):
         path = self._path
 
         def write(gathered: list[FileError]) -> int:
-            write_atomically(path, errors_frame(gathered).to_csv(
-                index=False, lineterminator='\n').encode('utf-8'))
+            write_csv_atomically(path, errors_frame(gathered))
             return len(gathered)
 
         return errors | 'Gather' >> beam.combiners.ToList() | 'Write' >> beam.Map(write)

@@ -33,6 +33,9 @@ class ModelSpec(abc.ABC):
     window_s: float | None     # the one window length the model takes, or None for any
     embedding_dim: int         # D of ``infer``'s embeddings (0 when not computed)
     threads: int | None = None  # compute threads per loaded model; None: the model's default
+    # Windows per model call when the user gives no --batch_size: the smallest batch that
+    # runs as fast as any on a CPU core, since a batch's activations stay resident per worker.
+    batch_size: int = 8
 
     @abc.abstractmethod
     def load(self) -> AudioModel:

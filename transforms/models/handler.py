@@ -18,7 +18,7 @@ class AudioModelHandler(ModelHandler[Window, InferredWindow, AudioModel]):
     ``BatchElements`` and reports inference metrics.
     """
 
-    def __init__(self, spec: ModelSpec, max_batch_size: int = 32):
+    def __init__(self, spec: ModelSpec, max_batch_size: int):
         super().__init__()
         self.spec = spec
         self._max_batch_size = max_batch_size

@@ -27,6 +27,9 @@ SAMPLE_RATE = 32_000
 WINDOW_S = 5.0
 TARGET_PEAK = 0.25
 LABEL_FILES = ('label.csv', 'labels.csv')
+# Windows per call on a CPU: as fast as 32 on one core and 640 MB smaller per worker
+# (EfficientNet-B1 stand-in, 1 thread: 42.8 windows/s and 1347 MB at 4, 40.5 and 1987 MB at 32).
+CPU_BATCH = 4
 _LOG = logging.getLogger(__name__)
 
 
@@ -123,4 +126,4 @@ def spec(handle: str, probe_embedding: bool = False, threads: int | None = None)
         embedding_dim = PerchModel(handle).infer(silence)[1].shape[1]
     return PerchSpec(name=f'perch:{handle}', sample_rate=SAMPLE_RATE, labels=labels,
                      window_s=WINDOW_S, embedding_dim=embedding_dim, threads=threads,
-                     handle=handle)
+                     batch_size=CPU_BATCH, handle=handle)
