@@ -3,6 +3,10 @@
 Perch 1.0's shape: 5 s of 32 kHz audio -> a log-mel frontend (500 frames x 160 bins) ->
 EfficientNet-B1 -> 1,280-d embedding -> 10,932 logits, behind ``infer_tf([B, 160000]) ->
 (logits, embeddings)`` and ``assets/label.csv``. Its speed, not its answers, is what counts.
+
+Only the weights and ``infer_tf`` are saved, not the Keras layers' own call functions:
+Perch's jax2tf export holds one traced function and its variables, and restoring a few
+hundred per-layer functions would add seconds to every worker's start that Perch does not pay.
 """
 from __future__ import annotations
 
@@ -26,17 +30,20 @@ def build(directory: str) -> str:
     classifier = tf_keras.layers.Dense(classes)
     mel = tf.signal.linear_to_mel_weight_matrix(BINS, 513, 32_000, 60.0, 10_000.0)
 
+    classifier.build((None, backbone.output_shape[-1]))
+
     class Standin(tf.Module):
         def __init__(self):
             super().__init__()
-            self.backbone, self.classifier, self.mel = backbone, classifier, mel
+            # The weights alone are tracked (the layers are reached through the closure).
+            self.weights = backbone.variables + classifier.variables
 
         @tf.function(input_signature=[tf.TensorSpec([None, SAMPLES], tf.float32)])
         def infer_tf(self, audio):
             spectrogram = tf.abs(tf.signal.stft(audio, 1024, SAMPLES // FRAMES, 1024, pad_end=True))
-            logmel = tf.math.log(tf.tensordot(spectrogram, self.mel, 1) + 1e-3)
-            embedding = self.backbone(logmel[:, :FRAMES, :, None], training=False)
-            return self.classifier(embedding), embedding
+            logmel = tf.math.log(tf.tensordot(spectrogram, mel, 1) + 1e-3)
+            embedding = backbone(logmel[:, :FRAMES, :, None], training=False)
+            return classifier(embedding), embedding
 
     module = Standin()
     module.infer_tf(tf.zeros([1, SAMPLES]))

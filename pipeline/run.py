@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from pipeline import graph, incremental, options
 from transforms import sinks
 from transforms.audio import METRICS_NAMESPACE
+from transforms.heap import bound_native_heap
 
 RUN_JSON = 'run.json'
 _PACKAGES = ('soundscape-beam', 'apache-beam', 'numpy', 'soundfile', 'soxr', 'pyarrow',
@@ -151,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger('apache_beam').setLevel(logging.WARNING)  # per-bundle worker chatter
     for handler in logging.getLogger().handlers:
         handler.addFilter(_drop_beam_memory_warning)
+    bound_native_heap()  # the launcher too relays every bundle's outputs
     summary = run(argv)
     if summary['files'] == 0 and not (summary['incremental'] or {}).get('skipped'):
         _LOG.error('No recording could be read: see %s', sinks.ERRORS_CSV)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import math
 import pathlib
+import platform
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from tests import audio_fixtures as af
 from transforms.audio import DecodeWindows, MatchRecordings, PlanShards, Windowing, row_id
+from transforms.heap import bound_native_heap
 from transforms.records import FileError, Window
 
 BIRDNET_RATE = 48_000
@@ -177,3 +179,11 @@ def test_matching_records_empty_patterns_and_other_extensions(tmp_path):
     assert [(pathlib.Path(e.source).name, e.stage) for e in errors] == [('readme.txt', 'match')]
     (nothing,) = MatchRecordings().process(str(tmp_path / '*.ogg'))
     assert nothing.value.stage == 'match' and 'no file matches' in nothing.value.message
+
+
+def test_native_heap_thresholds_are_fixed_on_glibc():
+    """Decoding workers and the launcher fix glibc's mmap threshold (transforms/heap.py);
+    without it a day-long recording's resident memory grew with its length."""
+    if platform.libc_ver()[0] != 'glibc':
+        pytest.skip('glibc only: elsewhere nothing is changed')
+    assert bound_native_heap()

@@ -27,6 +27,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from transforms.heap import bound_native_heap
 from transforms.progress import ReportProgress
 from transforms.records import FileError, Shard, Window
 
@@ -265,6 +266,9 @@ class DecodeWindows(beam.DoFn):
         self._sample_rate = sample_rate
         self._window_samples = round(windowing.window_s * sample_rate)
         self._windows = Metrics.counter(METRICS_NAMESPACE, 'windows')
+
+    def setup(self) -> None:
+        bound_native_heap()  # the worker holds every window: see transforms/heap.py
 
     def process(self, shard: Shard) -> Iterator[Window | beam.pvalue.TaggedOutput]:
         try:
