@@ -7,14 +7,15 @@ import pathlib
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline import options
 from tests.detection_fixtures import HIGH, MYSTERY, run_dc, write_levels
 from transforms.detections import (
-    SCHEMA, DetectionRule, SelectDetections, Species, audacity_labels, detections_csv,
-    detections_table, raven_table, safe_stem, species_names, table_stems)
+    SCHEMA, DetectionRule, SelectDetections, Species, audacity_labels, detection_blocks,
+    detections_csv, raven_table, safe_stem, species_names, table_stems)
 from transforms.recorder_time import RecorderClock, RecorderTime, iso_time
 from transforms.records import ScoredWindow
 
@@ -316,7 +317,11 @@ def test_table_orders_rows_and_repeats_window_fields_per_detection():
             f'{source[0]}_{start + 5:g}', source, start, start + 5.0,
             np.array(scores, np.float32), np.zeros(0, np.float32)))]
     assert len(windows) == 2  # a.wav 5-10 s detected nothing: no record
-    table = detections_table(windows, species, RecorderClock(), DetectionRule(0.5, 0))
+    table = pa.concat_tables(detection_blocks(windows, species, RecorderClock(),
+                                              DetectionRule(0.5, 0)))
+    small = list(detection_blocks(windows, species, RecorderClock(), DetectionRule(0.5, 0), 1))
+    assert [t.num_rows for t in small] == [2, 3]  # whole windows, in the output order
+    assert pa.concat_tables(small).equals(table)
     got = list(zip(*table.select(['row_id', 'start_s', 'species_code', 'common_name',
                                   'score']).to_pydict().values()))
     assert got == [('a_5', 0.0, 'aaa1', '', pytest.approx(0.8)),

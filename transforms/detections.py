@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import re
 import unicodedata
 from typing import Callable, Iterable, Iterator, Sequence
@@ -32,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.classes import ebird_taxonomy
 from transforms.recorder_time import RecorderClock, file_stem, iso_time
 from transforms.records import ScoredWindow
-from transforms.sinks import SCORE_FORMAT, write_atomically, write_csv_atomically
+from transforms.sinks import SCORE_FORMAT, atomic_file, write_atomically
 
 DETECTIONS_PARQUET = 'detections.parquet'
 DETECTIONS_CSV = 'detections.csv'
@@ -50,6 +51,7 @@ RAVEN_COLUMNS = ('Selection', 'View', 'Channel', 'Begin Time (s)', 'End Time (s)
                  'Low Freq (Hz)', 'High Freq (Hz)', 'Species Code', 'Common Name', 'Score')
 _UNSAFE = re.compile(r'[^\w.-]+')  # \w: Unicode letters and digits, and '_'
 _MAX_STEM = 120
+ROWS_PER_BLOCK = 65_536  # detections tabled and written at once (whole windows at a time)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,14 +128,36 @@ class SelectDetections(beam.DoFn):
                                    selected.astype(np.int32), window.scores[selected])
 
 
-def detections_table(windows: Sequence[WindowDetections], species: Sequence[Species],
-                     clock: RecorderClock, rule: DetectionRule) -> pa.Table:
-    """All detections as Arrow, one row each, ordered by recording, window start, score
-    (best first) and species code, with the rule in the schema metadata.
+def detections_schema(rule: DetectionRule) -> pa.Schema:
+    """``SCHEMA`` with the rule in its metadata, for the report to show."""
+    return SCHEMA.with_metadata({MIN_SCORE_KEY: repr(rule.min_score).encode(),
+                                 TOP_K_KEY: str(rule.top_k).encode()})
 
-    Built column by column (a window's fields repeated over its detections, names taken by
-    class index), so a million detections cost arrays, not Python objects.
+
+def detection_blocks(windows: Iterable[WindowDetections], species: Sequence[Species],
+                     clock: RecorderClock, rule: DetectionRule,
+                     rows_per_block: int = ROWS_PER_BLOCK) -> Iterator[pa.Table]:
+    """All detections as consecutive Arrow tables, one row each, ordered by recording,
+    window start, score (best first) and species code.
+
+    Each table holds whole windows' detections, about ``rows_per_block`` rows, built column
+    by column (a window's fields repeated over its detections, names taken by class index):
+    memory stays bounded by a block, however many detections a run makes.
     """
+    block: list[WindowDetections] = []
+    rows = 0
+    for window in sorted(windows, key=lambda w: (w.source, w.start_s)):
+        block.append(window)
+        rows += len(window.classes)
+        if rows >= rows_per_block:
+            yield _block(block, species, clock, rule)
+            block, rows = [], 0
+    if block:
+        yield _block(block, species, clock, rule)
+
+
+def _block(windows: Sequence[WindowDetections], species: Sequence[Species],
+           clock: RecorderClock, rule: DetectionRule) -> pa.Table:
     times = [clock.read(w.source) for w in windows]
     per_window = pa.table({
         'source': [w.source for w in windows], 'row_id': [w.row_id for w in windows],
@@ -144,19 +168,17 @@ def detections_table(windows: Sequence[WindowDetections], species: Sequence[Spec
         'recorder': pa.array([t.recorder for t in times], pa.string())})
     counts = [len(w.classes) for w in windows]
     rows = per_window.take(pa.array(np.repeat(np.arange(len(windows)), counts)))
-    classes = pa.array(np.concatenate([w.classes for w in windows]) if windows else
-                       np.zeros(0, np.int32))
+    classes = pa.array(np.concatenate([w.classes for w in windows]))
     names = {'species_code': [s.code for s in species],
              'scientific_name': [s.scientific_name for s in species],
              'common_name': [s.common_name for s in species]}
     for column, values in names.items():
         rows = rows.append_column(column, pa.array(values, pa.string()).take(classes))
-    scores = np.concatenate([w.scores for w in windows]) if windows else np.zeros(0)
+    scores = np.concatenate([w.scores for w in windows])
     rows = rows.append_column('score', pa.array(scores, pa.float32()))
-    metadata = {MIN_SCORE_KEY: repr(rule.min_score).encode(), TOP_K_KEY: str(rule.top_k).encode()}
     return rows.sort_by([('source', 'ascending'), ('start_s', 'ascending'),
                          ('score', 'descending'), ('species_code', 'ascending')]
-                        ).cast(SCHEMA.with_metadata(metadata))
+                        ).cast(detections_schema(rule))
 
 
 def detections_csv(table: pa.Table) -> pd.DataFrame:
@@ -241,24 +263,40 @@ class _WriteDetections(beam.DoFn):
         self._clock = clock
 
     def process(self, windows: list[WindowDetections], sources: list[str]) -> Iterator[dict]:
-        table = detections_table(windows, self._species, self._clock, self._outputs.rule)
-        self._write_tables(table)
+        out = self._outputs
+        blocks = detection_blocks(windows, self._species, self._clock, out.rule)
+        kept = self._write_tables(blocks, keep=out.raven or out.audacity)
+        table = pa.concat_tables(kept) if kept else detections_schema(out.rule).empty_table()
         by_source = _split_by_source(table, sources)
         stems = table_stems(by_source)
-        out = self._outputs
         for folder, suffix, render, wanted in (
                 (RAVEN_DIR, RAVEN_SUFFIX, self._raven, out.raven),
                 (AUDACITY_DIR, AUDACITY_SUFFIX, audacity_labels, out.audacity)):
             written = (self._write_per_recording(folder, suffix, render, by_source, stems)
                        if wanted else set())
             _remove_stale(out.path(folder), suffix, written)
-        yield {'detections': table.num_rows, 'recordings': len(by_source)}
+        yield {'detections': sum(len(w.classes) for w in windows),
+               'recordings': len(by_source)}
 
-    def _write_tables(self, table: pa.Table) -> None:
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        write_atomically(self._outputs.path(DETECTIONS_PARQUET), sink.getvalue().to_pybytes())
-        write_csv_atomically(self._outputs.path(DETECTIONS_CSV), detections_csv(table))
+    def _write_tables(self, blocks: Iterable[pa.Table], keep: bool) -> list[pa.Table]:
+        """Streams the blocks into ``detections.parquet`` and ``detections.csv``; returns
+        them when the per-recording tables need them afterwards (``keep``)."""
+        kept = []
+        schema = detections_schema(self._outputs.rule)
+        with atomic_file(self._outputs.path(DETECTIONS_PARQUET)) as parquet_file, \
+                atomic_file(self._outputs.path(DETECTIONS_CSV)) as csv_file:
+            text = io.TextIOWrapper(csv_file, encoding='utf-8', newline='')
+            detections_csv(schema.empty_table()).to_csv(text, index=False, lineterminator='\n')
+            with pq.ParquetWriter(parquet_file, schema) as parquet:
+                for block in blocks:
+                    parquet.write_table(block)
+                    detections_csv(block).to_csv(text, header=False, index=False,
+                                                 lineterminator='\n')
+                    if keep:
+                        kept.append(block)
+            text.flush()
+            text.detach()  # the file is closed by atomic_file
+        return kept
 
     def _raven(self, detections: pa.Table) -> str:
         return raven_table(detections, self._outputs.high_freq_hz)
