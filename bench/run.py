@@ -194,7 +194,7 @@ def suites(args: argparse.Namespace, output: pathlib.Path
     pipeline = [PYTHON, '-m', 'pipeline.run']
     if args.suite == 'memory':
         chosen, audio = {}, {}
-        for hours in (1.0, 24.0):
+        for hours in (1.0, 6.0, 24.0):
             path = make_long(CACHE / 'long', hours)
             name = f'pipeline birdnet (defaults), one {hours:g} h file'
             chosen[name] = ([*pipeline, '--input', path, '--output', str(output / name[-6:])],
@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument('--suite', choices=('throughput', 'memory', 'load'),
                         default='throughput',
                         help='throughput: models, pipeline and baselines on --hours of audio; '
-                             'memory: one 1 h and one 24 h recording; load: 2,000 short files')
+                             'memory: one 1 h, 6 h and 24 h recording; load: 2,000 short files')
     args = parser.parse_args()
     output = pathlib.Path(tempfile.mkdtemp(prefix='bench-'))
     chosen, audio = suites(args, output)
