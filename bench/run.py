@@ -132,8 +132,11 @@ def monitored(command: list[str], audio_s: float, timed_by_child: bool = False) 
     """
     cpu: dict[int, float] = {}
     peak = peak_pss = 0
+    # Output goes to files, not pipes: a pipe nobody reads until the end fills up and
+    # blocks every process writing to it.
+    out_file, err_file = tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')
     started = time.perf_counter()
-    process = psutil.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = psutil.Popen(command, cwd=ROOT, stdout=out_file, stderr=err_file,
                            text=True, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
     while process.poll() is None:
         rss = pss = 0
@@ -148,7 +151,9 @@ def monitored(command: list[str], audio_s: float, timed_by_child: bool = False) 
         peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         time.sleep(0.2)
     wall = time.perf_counter() - started
-    out, err = process.communicate()
+    out_file.seek(0)
+    err_file.seek(0)
+    out, err = out_file.read(), err_file.read()
     if process.returncode:
         raise RuntimeError(f'{" ".join(command)} failed:\n{err[-3000:]}')
     cpu_share = sum(cpu.values()) / (wall * os.cpu_count())

@@ -89,7 +89,7 @@ def test_batch_size_is_the_models_unless_given(perch_models: dict[str, pathlib.P
     args, _ = options.parse(['--input', 'x.wav', '--output', str(tmp_path), '--model', model,
                              *handle, *flags])
     handler = graph.RunConfig.from_args(args).model_handler()
-    assert handler.batch_elements_kwargs() == {'min_batch_size': 1, 'max_batch_size': batch}
+    assert handler.batch_elements_kwargs() == {'min_batch_size': batch, 'max_batch_size': batch}
 
 
 @pytest.mark.parametrize('variant', pf.VARIANTS)

@@ -41,4 +41,7 @@ class AudioModelHandler(ModelHandler[Window, InferredWindow, AudioModel]):
         return f'RunInference_{self.spec.name}'
 
     def batch_elements_kwargs(self) -> dict[str, int]:
-        return {'min_batch_size': 1, 'max_batch_size': self._max_batch_size}
+        # Fixed batches (a bundle's last one may be short): the size is measured per model
+        # (ModelSpec.batch_size), and BatchElements' own size search would only add smaller
+        # batches and, once its batch sizes stop varying, a numpy RankWarning per batch.
+        return {'min_batch_size': self._max_batch_size, 'max_batch_size': self._max_batch_size}
