@@ -167,10 +167,9 @@ def merge(config: graph.RunConfig, wanted: dict[str, str],
         _write_parquet(config, f'{sinks.EMBEDDINGS_PREFIX}-00000-of-00001.parquet',
                        embeddings.sort_values('row_id', ignore_index=True))
     classes = list(config.mapping.classes)
-    rows = [] if not len(windows) else [
-        (source, end_s, row_id, scores) for source, end_s, row_id, scores in zip(
-            windows['source'], windows['end_s'], windows['row_id'],
-            windows[classes].to_numpy(dtype='float32'))]
+    rows = sinks.SubmissionRows() if not len(windows) else sinks.SubmissionRows(
+        list(windows['source']), list(windows['end_s']), list(windows['row_id']),
+        [windows[classes].to_numpy(dtype='float32')])
     frame, _, _ = sinks.submission_frame(rows, classes, config.expected_row_ids,
                                          config.mapping.missing_score)
     sinks.write_csv_atomically(config.path(sinks.SUBMISSION), frame,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import pathlib
 import subprocess
 
@@ -15,9 +16,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import graph
 from pipeline.run import run
 from tests import audio_fixtures as af
+from transforms import sinks
 from transforms.audio import Windowing
 from transforms.classes import ClassMapping, load_classes
 from transforms.models.base import ModelSpec
+from transforms.records import ScoredWindow
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / 'examples' / 'audio').glob('*.wav'))
@@ -169,3 +172,28 @@ def test_bad_flags_are_refused(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit):
         run(['--input', str(EXAMPLES[0]), '--output', str(tmp_path), *flags])
     assert message in capsys.readouterr().err
+
+
+def test_submission_rows_gather_in_any_grouping_and_order():
+    """Two workers' compacted parts merge, in either order, into the same ordered table."""
+    windows = [ScoredWindow(f'{stem}_{end}', f'{stem}.wav', end - 5.0, float(end),
+                            np.array([end, 10 * end, k], np.float32), np.zeros(0, np.float32))
+               for k, (stem, end) in enumerate([('b', 5), ('a', 10), ('b', 15), ('a', 5),
+                                                ('b', 10)])]
+    gather = sinks.GatherSubmissionRows()
+
+    def part(chunk):
+        rows = gather.create_accumulator()
+        for window in chunk:
+            rows = gather.add_input(rows, window)
+        return pickle.loads(pickle.dumps(gather.compact(rows)))  # as it crosses workers
+
+    for parts in ([part(windows[:2]), part(windows[2:])], [part(windows[2:]), part(windows[:2])]):
+        rows = gather.extract_output(gather.merge_accumulators(parts))
+        frame, filled, dropped = sinks.submission_frame(rows, ['x', 'y', 'z'], None, 0.0)
+        assert list(frame['row_id']) == ['a_5', 'a_10', 'b_5', 'b_10', 'b_15']
+        assert frame[['x', 'y', 'z']].to_numpy().tolist() == [
+            [5, 50, 3], [10, 100, 1], [5, 50, 0], [10, 100, 4], [15, 150, 2]]
+        assert (filled, dropped) == (0, 0)
+    empty = gather.extract_output(gather.create_accumulator())
+    assert sinks.submission_frame(empty, ['x'], None, 0.0)[0].shape == (0, 2)

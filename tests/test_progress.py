@@ -44,6 +44,7 @@ def test_decoding_inference_and_mapping_stay_in_one_fused_stage(tmp_path):
         pipeline.to_runner_api(), translations.standard_optimize_phases(), frozenset(),
         use_state_iterables=False) if isinstance(r, list))
     wanted = ('ReadWindows/DecodeWindows/ParDo(DecodeWindows)', 'RunInference/BeamML_RunInference',
-              'ToTargetClasses', 'WriteWindows/ToTable', 'WriteSubmission/Compact')
+              'ToTargetClasses', 'WriteWindows/ToTable',
+              'WriteSubmission/Gather/CombinePerKey/Precombine')
     holding = [{t.unique_name for t in stage.transforms} for stage in stages]
     assert any(set(wanted) <= names for names in holding)

@@ -146,8 +146,59 @@ def read_sample_submission(path: str) -> pd.DataFrame:
     return frame
 
 
-def submission_frame(rows: Iterable[tuple[str, float, str, np.ndarray]],
-                     classes: Sequence[str], expected_row_ids: Sequence[str] | None,
+@dataclasses.dataclass
+class SubmissionRows:
+    """Submission rows gathered column by column: what crosses between workers is a few
+    lists and score matrices, not an object per window."""
+    sources: list[str] = dataclasses.field(default_factory=list)
+    end_s: list[float] = dataclasses.field(default_factory=list)
+    row_ids: list[str] = dataclasses.field(default_factory=list)
+    scores: list[np.ndarray] = dataclasses.field(default_factory=list)  # [C] rows or [N, C]
+
+    def matrix(self, num_classes: int) -> np.ndarray:
+        """All the scores as one float32 [N, C] matrix, in the order of the other lists."""
+        if not self.scores:
+            return np.zeros((0, num_classes), np.float32)
+        return np.concatenate([np.atleast_2d(s) for s in self.scores]).astype(np.float32)
+
+    def compact(self) -> 'SubmissionRows':
+        if len(self.scores) > 1:
+            self.scores = [self.matrix(0)]
+        return self
+
+
+class GatherSubmissionRows(beam.CombineFn):
+    """Scored windows -> one ``SubmissionRows``; each worker's part is stacked into a single
+    matrix (``compact``) before it is sent on."""
+
+    def create_accumulator(self) -> SubmissionRows:
+        return SubmissionRows()
+
+    def add_input(self, rows: SubmissionRows, window: ScoredWindow) -> SubmissionRows:
+        rows.sources.append(window.source)
+        rows.end_s.append(window.end_s)
+        rows.row_ids.append(window.row_id)
+        rows.scores.append(window.scores)
+        return rows
+
+    def merge_accumulators(self, parts: Iterable[SubmissionRows]) -> SubmissionRows:
+        merged = SubmissionRows()
+        for part in parts:
+            merged.sources += part.sources
+            merged.end_s += part.end_s
+            merged.row_ids += part.row_ids
+            merged.scores += part.scores
+        return merged
+
+    def compact(self, rows: SubmissionRows) -> SubmissionRows:
+        return rows.compact()
+
+    def extract_output(self, rows: SubmissionRows) -> SubmissionRows:
+        return rows
+
+
+def submission_frame(rows: SubmissionRows, classes: Sequence[str],
+                     expected_row_ids: Sequence[str] | None,
                      missing_score: float) -> tuple[pd.DataFrame, int, int]:
     """The submission table: ``row_id`` then one column per class.
 
@@ -155,10 +206,9 @@ def submission_frame(rows: Iterable[tuple[str, float, str, np.ndarray]],
     sample submission) they are exactly those rows in that order, any row no window produced
     filled with ``missing_score``. Also returns how many rows were filled and dropped.
     """
-    rows = sorted(rows, key=lambda row: (row[0], row[1]))
-    scores = np.stack([row[3] for row in rows]) if rows else np.zeros((0, len(classes)))
-    frame = pd.DataFrame(scores.astype(np.float32), columns=list(classes))
-    frame.insert(0, 'row_id', [row[2] for row in rows])
+    order = sorted(range(len(rows.row_ids)), key=lambda i: (rows.sources[i], rows.end_s[i]))
+    frame = pd.DataFrame(rows.matrix(len(classes))[order], columns=list(classes))
+    frame.insert(0, 'row_id', [rows.row_ids[i] for i in order])
     if expected_row_ids is None:
         return frame, 0, 0
     produced = frame.set_index('row_id')
@@ -178,7 +228,7 @@ class _WriteSubmission(beam.DoFn):
         self._expected = list(expected_row_ids) if expected_row_ids is not None else None
         self._missing_score = missing_score
 
-    def process(self, rows: list[tuple[str, float, str, np.ndarray]]) -> Iterable[dict]:
+    def process(self, rows: SubmissionRows) -> Iterable[dict]:
         frame, filled, dropped = submission_frame(
             rows, self._classes, self._expected, self._missing_score)
         write_csv_atomically(self._path, frame, float_format=SCORE_FORMAT)
@@ -188,8 +238,9 @@ class _WriteSubmission(beam.DoFn):
 class WriteSubmissionCsv(beam.PTransform):
     """All scored windows into one ``submission.csv`` in BirdCLEF's layout.
 
-    The rows are gathered on one worker to be ordered, which is cheap for a competition's
-    test set (a few hundred hours: ~10^5 rows); the Parquet output is the one that scales.
+    The rows are gathered on one worker to be ordered, as one score matrix per worker: ~1 KB
+    per window with 264 classes (a day of audio: 18 MB; a competition's test set of a few
+    hundred hours: ~10^5 rows); the Parquet output is the one that scales without limit.
     """
 
     def __init__(self, path: str, classes: Sequence[str],
@@ -200,8 +251,7 @@ class WriteSubmissionCsv(beam.PTransform):
     def expand(self, windows: beam.PCollection[ScoredWindow]):
         return (
             windows
-            | 'Compact' >> beam.Map(lambda w: (w.source, w.end_s, w.row_id, w.scores))
-            | 'Gather' >> beam.combiners.ToList()
+            | 'Gather' >> beam.CombineGlobally(GatherSubmissionRows())
             | 'Write' >> beam.ParDo(self._write))
 
 
