@@ -62,7 +62,7 @@ def test_the_job_builds_for_dataflow_without_the_network(tmp_path):
 
 def test_model_handlers_pickle_and_load_lazily(tmp_path):
     for spec in (birdnet.spec(), birdnet.spec(with_embeddings=True, threads=1)):
-        handler = AudioModelHandler(spec, max_batch_size=8)
+        handler = AudioModelHandler(spec, batch_size=8)
         restored = cloudpickle.loads(cloudpickle.dumps(handler))
         assert restored.spec == spec and restored.batch_elements_kwargs()['max_batch_size'] == 8
         assert len(cloudpickle.dumps(handler)) < 1_000_000  # labels only: no weights inside

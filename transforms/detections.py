@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import re
 import unicodedata
 from typing import Callable, Iterable, Iterator, Sequence
@@ -33,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.classes import ebird_taxonomy
 from transforms.recorder_time import RecorderClock, file_stem, iso_time
 from transforms.records import ScoredWindow
-from transforms.sinks import SCORE_FORMAT, atomic_file, write_atomically
+from transforms.sinks import SCORE_FORMAT, atomic_file, atomic_text_file, write_atomically
 
 DETECTIONS_PARQUET = 'detections.parquet'
 DETECTIONS_CSV = 'detections.csv'
@@ -284,18 +283,15 @@ class _WriteDetections(beam.DoFn):
         kept = []
         schema = detections_schema(self._outputs.rule)
         with atomic_file(self._outputs.path(DETECTIONS_PARQUET)) as parquet_file, \
-                atomic_file(self._outputs.path(DETECTIONS_CSV)) as csv_file:
-            text = io.TextIOWrapper(csv_file, encoding='utf-8', newline='')
+                atomic_text_file(self._outputs.path(DETECTIONS_CSV)) as text, \
+                pq.ParquetWriter(parquet_file, schema) as parquet:
             detections_csv(schema.empty_table()).to_csv(text, index=False, lineterminator='\n')
-            with pq.ParquetWriter(parquet_file, schema) as parquet:
-                for block in blocks:
-                    parquet.write_table(block)
-                    detections_csv(block).to_csv(text, header=False, index=False,
-                                                 lineterminator='\n')
-                    if keep:
-                        kept.append(block)
-            text.flush()
-            text.detach()  # the file is closed by atomic_file
+            for block in blocks:
+                parquet.write_table(block)
+                detections_csv(block).to_csv(text, header=False, index=False,
+                                             lineterminator='\n')
+                if keep:
+                    kept.append(block)
         return kept
 
     def _raven(self, detections: pa.Table) -> str:

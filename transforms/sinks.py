@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import io
 import uuid
-from typing import BinaryIO, Iterable, Iterator, Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence, TextIO
 
 import apache_beam as beam
 import numpy as np
@@ -51,17 +51,22 @@ def write_atomically(path: str, data: bytes) -> None:
         handle.write(data)
 
 
-def write_csv_atomically(path: str, frame: pd.DataFrame, **to_csv_options) -> None:
-    """``frame`` as UTF-8 CSV at ``path``, atomically, without its index.
-
-    pandas formats and writes a block of rows at a time; rendering the whole table as one
-    string first would hold several times the file's size (a day of windows: ~200 MB).
-    """
+@contextlib.contextmanager
+def atomic_text_file(path: str) -> Iterator[TextIO]:
+    """``atomic_file`` as UTF-8 text, for writers that stream rows (``DataFrame.to_csv``
+    formats and writes a block of rows at a time; rendering a whole table as one string
+    first would hold several times the file's size: a day of windows, ~200 MB)."""
     with atomic_file(path) as handle:
         text = io.TextIOWrapper(handle, encoding='utf-8', newline='')
-        frame.to_csv(text, index=False, lineterminator='\n', **to_csv_options)
+        yield text
         text.flush()
         text.detach()  # the handle is closed by atomic_file
+
+
+def write_csv_atomically(path: str, frame: pd.DataFrame, **to_csv_options) -> None:
+    """``frame`` as UTF-8 CSV at ``path``, atomically, without its index."""
+    with atomic_text_file(path) as text:
+        frame.to_csv(text, index=False, lineterminator='\n', **to_csv_options)
 
 
 def window_schema(classes: Sequence[str]) -> pa.Schema:

@@ -18,10 +18,10 @@ class AudioModelHandler(ModelHandler[Window, InferredWindow, AudioModel]):
     ``BatchElements`` and reports inference metrics.
     """
 
-    def __init__(self, spec: ModelSpec, max_batch_size: int):
+    def __init__(self, spec: ModelSpec, batch_size: int):
         super().__init__()
         self.spec = spec
-        self._max_batch_size = max_batch_size
+        self._batch_size = batch_size
 
     def load_model(self) -> AudioModel:
         return self.spec.load()
@@ -44,4 +44,4 @@ class AudioModelHandler(ModelHandler[Window, InferredWindow, AudioModel]):
         # Fixed batches (a bundle's last one may be short): the size is measured per model
         # (ModelSpec.batch_size), and BatchElements' own size search would only add smaller
         # batches and, once its batch sizes stop varying, a numpy RankWarning per batch.
-        return {'min_batch_size': self._max_batch_size, 'max_batch_size': self._max_batch_size}
+        return {'min_batch_size': self._batch_size, 'max_batch_size': self._batch_size}
